@@ -1,0 +1,113 @@
+//! Numeric kernels: matrix-vector products (f32 and int8), LayerNorm, softmax, ReLU.
+//!
+//! These portable versions are the reference; any target-specific kernel is tested against them.
+//! Summation orders are fixed, so the host and a Cortex-M give identical f32 results.
+
+use crate::math;
+
+/// Lanes of partial sums in the f32 dot product (fixed, so results do not depend on the target).
+const LANES: usize = 8;
+
+/// Dot product of two f32 vectors with eight fixed partial sums (vectorizes on the host).
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let (ac, ar) = a.as_chunks::<LANES>();
+    let (bc, br) = b.as_chunks::<LANES>();
+    let mut acc = [0.0f32; LANES];
+    for (ca, cb) in ac.iter().zip(bc) {
+        for ((s, x), y) in acc.iter_mut().zip(ca).zip(cb) {
+            *s += x * y;
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+    (((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))) + tail
+}
+
+/// `y = W x + bias` for a row-major `W` of `y.len()` rows and `x.len()` columns.
+pub fn matvec_f32(w: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
+    let cols = x.len().max(1);
+    for ((yi, row), b) in y.iter_mut().zip(w.chunks_exact(cols)).zip(bias) {
+        *yi = dot_f32(row, x) + b;
+    }
+}
+
+/// Dot product of two int8 vectors, accumulated exactly in i32.
+#[inline]
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
+}
+
+/// `y = dequant(Wq xq) + bias`: int8 weights with one scale per row, an int8 activation vector with
+/// one scale, i32 accumulation.
+pub fn matvec_i8(w: &[i8], scales: &[f32], xq: &[i8], x_scale: f32, bias: &[f32], y: &mut [f32]) {
+    let cols = xq.len().max(1);
+    for (((yi, row), s), b) in y.iter_mut().zip(w.chunks_exact(cols)).zip(scales).zip(bias) {
+        *yi = dot_i8(row, xq) as f32 * (s * x_scale) + b;
+    }
+}
+
+/// LayerNorm of `x` into `out`: `(x - mean) / sqrt(var + eps) * gain + shift`, biased variance.
+pub fn layer_norm_into(x: &[f32], gain: &[f32], shift: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len().max(1) as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / math::sqrt(var + eps);
+    for (((o, v), g), b) in out.iter_mut().zip(x).zip(gain).zip(shift) {
+        *o = (v - mean) * inv * g + b;
+    }
+}
+
+/// LayerNorm in place.
+pub fn layer_norm(x: &mut [f32], gain: &[f32], shift: &[f32], eps: f32) {
+    let n = x.len().max(1) as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / math::sqrt(var + eps);
+    for ((v, g), b) in x.iter_mut().zip(gain).zip(shift) {
+        *v = (*v - mean) * inv * g + b;
+    }
+}
+
+/// Softmax in place, subtracting the maximum first so `exp` never overflows.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = math::exp(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Log-softmax in place: `x - max - ln(sum(exp(x - max)))`.
+pub fn log_softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let sum: f32 = x.iter().map(|&v| math::exp(v - max)).sum();
+    let shift = max + math::ln(sum);
+    x.iter_mut().for_each(|v| *v -= shift);
+}
+
+/// ReLU in place.
+pub fn relu(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = v.max(0.0));
+}
+
+/// `x += y`, element-wise.
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+/// Index of the largest value (the first one on ties); 0 for an empty slice.
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in x.iter().enumerate() {
+        if v > best_v {
+            best = i;
+            best_v = v;
+        }
+    }
+    best
+}

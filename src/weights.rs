@@ -1,0 +1,251 @@
+//! Typed, zero-copy views of a validated blob's tensors, grouped as the architecture groups them.
+
+use crate::blob::DirEntry;
+use crate::config::{Config, Quant};
+use crate::kernels;
+use crate::tensors::Layout;
+
+/// A weight matrix in flash: f32, or int8 with one scale per row.
+#[derive(Debug, Clone, Copy)]
+pub enum Matrix<'b> {
+    /// Row-major f32.
+    F32(&'b [f32]),
+    /// Row-major int8 with per-row scales.
+    I8 {
+        /// The quantized values.
+        w: &'b [i8],
+        /// One scale per row.
+        scales: &'b [f32],
+    },
+}
+
+/// An input vector prepared for a matrix product: the f32 values and, for int8 models, their
+/// quantized form (computed once and shared by every product that reads the same vector).
+#[derive(Debug, Clone, Copy)]
+pub struct Activation<'a> {
+    x: &'a [f32],
+    q: &'a [i8],
+    scale: f32,
+}
+
+impl<'a> Activation<'a> {
+    /// Prepares `x`, quantizing it into `qbuf` when `quant` is int8.
+    pub fn new(x: &'a [f32], qbuf: &'a mut [i8], quant: Quant) -> Self {
+        match quant {
+            Quant::F32 => Activation { x, q: &[], scale: 0.0 },
+            Quant::Int8 => {
+                let q = qbuf.get_mut(..x.len()).unwrap_or(&mut []);
+                let scale = crate::quant::quantize_row(x, q);
+                Activation { x, q, scale }
+            }
+        }
+    }
+}
+
+impl<'b> Matrix<'b> {
+    /// `y = M a + bias`.
+    pub fn matvec(&self, a: &Activation<'_>, bias: &[f32], y: &mut [f32]) {
+        match *self {
+            Matrix::F32(w) => kernels::matvec_f32(w, a.x, bias, y),
+            Matrix::I8 { w, scales } => kernels::matvec_i8(w, scales, a.q, a.scale, bias, y),
+        }
+    }
+
+    /// Copies row `row` (dequantized) into `out`.
+    pub fn row_into(&self, row: usize, out: &mut [f32]) {
+        let cols = out.len().max(1);
+        match *self {
+            Matrix::F32(w) => {
+                let src = w.chunks_exact(cols).nth(row).unwrap_or(&[]);
+                out.iter_mut().zip(src).for_each(|(o, v)| *o = *v);
+            }
+            Matrix::I8 { w, scales } => {
+                let src = w.chunks_exact(cols).nth(row).unwrap_or(&[]);
+                let s = scales.get(row).copied().unwrap_or(0.0);
+                out.iter_mut().zip(src).for_each(|(o, &v)| *o = f32::from(v) * s);
+            }
+        }
+    }
+}
+
+/// A linear layer `y = W x + b`.
+#[derive(Debug, Clone, Copy)]
+pub struct Linear<'b> {
+    /// Weight, `[out, in]`.
+    pub w: Matrix<'b>,
+    /// Bias, `[out]`.
+    pub b: &'b [f32],
+}
+
+impl Linear<'_> {
+    /// `y = W a + b`.
+    #[inline]
+    pub fn forward(&self, a: &Activation<'_>, y: &mut [f32]) {
+        self.w.matvec(a, self.b, y);
+    }
+}
+
+/// LayerNorm parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Norm<'b> {
+    /// Gain (`weight`).
+    pub gain: &'b [f32],
+    /// Shift (`bias`).
+    pub shift: &'b [f32],
+}
+
+/// One attention sublayer's projections.
+#[derive(Debug, Clone, Copy)]
+pub struct Attention<'b> {
+    /// Query projection.
+    pub q: Linear<'b>,
+    /// Key projection.
+    pub k: Linear<'b>,
+    /// Value projection.
+    pub v: Linear<'b>,
+    /// Output projection over the concatenated heads.
+    pub o: Linear<'b>,
+}
+
+/// The position-wise feed-forward network.
+#[derive(Debug, Clone, Copy)]
+pub struct Ffn<'b> {
+    /// `d_model -> d_ff`.
+    pub l1: Linear<'b>,
+    /// `d_ff -> d_model`.
+    pub l2: Linear<'b>,
+}
+
+/// One encoder block.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderBlock<'b> {
+    /// Self-attention.
+    pub attn: Attention<'b>,
+    /// Norm around the attention sublayer.
+    pub norm1: Norm<'b>,
+    /// Feed-forward network.
+    pub ffn: Ffn<'b>,
+    /// Norm around the feed-forward sublayer.
+    pub norm2: Norm<'b>,
+}
+
+/// One decoder block.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderBlock<'b> {
+    /// Masked self-attention.
+    pub self_attn: Attention<'b>,
+    /// Norm around self-attention.
+    pub norm1: Norm<'b>,
+    /// Cross-attention over the encoder output.
+    pub cross: Attention<'b>,
+    /// Norm around cross-attention.
+    pub norm2: Norm<'b>,
+    /// Feed-forward network.
+    pub ffn: Ffn<'b>,
+    /// Norm around the feed-forward sublayer.
+    pub norm3: Norm<'b>,
+}
+
+/// All tensors of a validated blob. Accessors cannot fail: the blob was checked at load time
+/// (an impossible miss yields an empty view, never a panic).
+#[derive(Debug, Clone, Copy)]
+pub struct Weights<'b> {
+    blob: &'b [u8],
+    dir: &'b [DirEntry],
+    layout: Layout,
+}
+
+impl<'b> Weights<'b> {
+    pub(crate) fn new(blob: &'b [u8], dir: &'b [DirEntry], cfg: &Config) -> Self {
+        Weights { blob, dir, layout: Layout::of(cfg) }
+    }
+
+    fn bytes(&self, offset: u32, len: usize) -> &'b [u8] {
+        let start = offset as usize;
+        self.blob.get(start..start.saturating_add(len)).unwrap_or(&[])
+    }
+
+    fn floats(&self, offset: u32, n: usize) -> &'b [f32] {
+        bytemuck::try_cast_slice(self.bytes(offset, 4 * n)).unwrap_or(&[])
+    }
+
+    /// The vector at directory index `i`.
+    pub fn vector(&self, i: usize) -> &'b [f32] {
+        self.dir.get(i).map_or(&[], |e| self.floats(e.offset, e.cols as usize))
+    }
+
+    /// The matrix at directory index `i`.
+    pub fn matrix(&self, i: usize) -> Matrix<'b> {
+        let Some(e) = self.dir.get(i) else {
+            return Matrix::F32(&[]);
+        };
+        let n = e.rows as usize * e.cols as usize;
+        if e.dtype == crate::blob::DTYPE_I8 {
+            Matrix::I8 {
+                w: bytemuck::cast_slice(self.bytes(e.offset, n)),
+                scales: self.floats(e.scales, e.rows as usize),
+            }
+        } else {
+            Matrix::F32(self.floats(e.offset, n))
+        }
+    }
+
+    fn linear(&self, i: usize) -> Linear<'b> {
+        Linear { w: self.matrix(i), b: self.vector(i + 1) }
+    }
+
+    fn norm(&self, i: usize) -> Norm<'b> {
+        Norm { gain: self.vector(i), shift: self.vector(i + 1) }
+    }
+
+    fn attention(&self, i: usize) -> Attention<'b> {
+        Attention { q: self.linear(i), k: self.linear(i + 2), v: self.linear(i + 4), o: self.linear(i + 6) }
+    }
+
+    /// `src_emb.weight`.
+    pub fn src_embedding(&self) -> Matrix<'b> {
+        self.matrix(0)
+    }
+
+    /// `tgt_emb.weight`.
+    pub fn tgt_embedding(&self) -> Matrix<'b> {
+        self.matrix(1)
+    }
+
+    /// Encoder block `l` (see `tensors` for the order within a block).
+    pub fn encoder(&self, l: usize) -> EncoderBlock<'b> {
+        let at = |i| self.layout.encoder(l, i);
+        EncoderBlock {
+            attn: self.attention(at(0)),
+            norm1: self.norm(at(8)),
+            ffn: Ffn { l1: self.linear(at(10)), l2: self.linear(at(12)) },
+            norm2: self.norm(at(14)),
+        }
+    }
+
+    /// Decoder block `l`.
+    pub fn decoder(&self, l: usize) -> DecoderBlock<'b> {
+        let at = |i| self.layout.decoder(l, i);
+        DecoderBlock {
+            self_attn: self.attention(at(0)),
+            norm1: self.norm(at(8)),
+            cross: self.attention(at(10)),
+            norm2: self.norm(at(18)),
+            ffn: Ffn { l1: self.linear(at(20)), l2: self.linear(at(22)) },
+            norm3: self.norm(at(24)),
+        }
+    }
+
+    /// Final encoder and decoder norms (pre-LN only).
+    pub fn final_norms(&self, cfg: &Config) -> Option<(Norm<'b>, Norm<'b>)> {
+        (cfg.norm == crate::config::NormPlacement::Pre)
+            .then(|| (self.norm(self.layout.tail_start), self.norm(self.layout.tail_start + 2)))
+    }
+
+    /// The output projection (the output embedding when tied).
+    pub fn output(&self, cfg: &Config) -> Linear<'b> {
+        let bias = self.layout.count.saturating_sub(1);
+        let w = if cfg.tied_output { self.tgt_embedding() } else { self.matrix(bias.saturating_sub(1)) };
+        Linear { w, b: self.vector(bias) }
+    }
+}
