@@ -252,12 +252,19 @@ impl fmt::Display for BlobError {
             ),
             BadInputSymbol { index } => write!(f, "input vocabulary entry {index} is not a valid symbol"),
             TensorCount { expected, found } => {
-                write!(f, "tensor directory has {found} entries, the config requires {expected}")
+                write!(
+                    f,
+                    "tensor directory has {found} entries, the config requires {expected}"
+                )
             }
             UnexpectedTensor { index, expected } => {
                 write!(f, "tensor directory entry {index} is not {expected}")
             }
-            ShapeMismatch { tensor, expected, found } => write!(
+            ShapeMismatch {
+                tensor,
+                expected,
+                found,
+            } => write!(
                 f,
                 "tensor {tensor} has shape [{}, {}], the config requires [{}, {}]",
                 found.0, found.1, expected.0, expected.1
@@ -278,18 +285,29 @@ impl fmt::Display for Error {
                 write!(f, "workspace of {given} bytes is too small; the model needs {needed}")
             }
             WorkspaceMisaligned => write!(f, "workspace buffer is not 4-byte aligned"),
-            BeamTooWide { requested, max } => write!(f, "beam width {requested} exceeds the maximum {max}"),
+            BeamTooWide { requested, max } => {
+                write!(f, "beam width {requested} exceeds the maximum {max}")
+            }
             ZeroBeam => write!(f, "beam width must be at least 1"),
             UnknownSymbol { position, symbol } => {
-                write!(f, "symbol {symbol:?} at position {position} is not in the input vocabulary")
+                write!(
+                    f,
+                    "symbol {symbol:?} at position {position} is not in the input vocabulary"
+                )
             }
-            TokenOutOfRange { token, vocab } => write!(f, "token id {token} is outside the vocabulary of {vocab}"),
-            InputTooLong { len, max } => write!(f, "input has {len} symbols, the model takes at most {max}"),
+            TokenOutOfRange { token, vocab } => {
+                write!(f, "token id {token} is outside the vocabulary of {vocab}")
+            }
+            InputTooLong { len, max } => {
+                write!(f, "input has {len} symbols, the model takes at most {max}")
+            }
             EmptyInput => write!(f, "input is empty"),
             OutputBufferTooSmall { needed, given } => {
                 write!(f, "output buffer holds {given} tokens, {needed} are needed")
             }
-            OutputTooLong { len, max } => write!(f, "{len} decoder positions asked for, the model has {max}"),
+            OutputTooLong { len, max } => {
+                write!(f, "{len} decoder positions asked for, the model has {max}")
+            }
             BadProbe => write!(f, "attention probe names a layer or head the model does not have"),
         }
     }

@@ -46,7 +46,12 @@ impl<'b> Model<'b> {
         let config = parsed.config;
         Ok(Model {
             config,
-            vocab: Vocab::new(parsed.input_vocab, parsed.output_vocab, config.input_split, config.output_split),
+            vocab: Vocab::new(
+                parsed.input_vocab,
+                parsed.output_vocab,
+                config.input_split,
+                config.output_split,
+            ),
             weights: Weights::new(blob, parsed.dir, &config),
             blob_len: blob.len(),
         })

@@ -27,12 +27,18 @@ pub struct DecodeOptions {
 impl DecodeOptions {
     /// Greedy decoding.
     pub const fn greedy() -> Self {
-        DecodeOptions { beam_width: 1, length_alpha: 1.0 }
+        DecodeOptions {
+            beam_width: 1,
+            length_alpha: 1.0,
+        }
     }
 
     /// Beam search of width `n`, scores normalized by length.
     pub const fn beam(n: usize) -> Self {
-        DecodeOptions { beam_width: n, length_alpha: 1.0 }
+        DecodeOptions {
+            beam_width: n,
+            length_alpha: 1.0,
+        }
     }
 }
 
@@ -192,10 +198,18 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             return Err(Error::ZeroBeam);
         }
         if max_beam > MAX_BEAM {
-            return Err(Error::BeamTooWide { requested: max_beam, max: MAX_BEAM });
+            return Err(Error::BeamTooWide {
+                requested: max_beam,
+                max: MAX_BEAM,
+            });
         }
         let buf = Buffers::carve(model.config(), max_beam, workspace)?;
-        Ok(Runner { model, max_beam, buf, input_len: 0 })
+        Ok(Runner {
+            model,
+            max_beam,
+            buf,
+            input_len: 0,
+        })
     }
 
     /// The model this runner runs.
@@ -244,10 +258,16 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             return Err(Error::EmptyInput);
         }
         if ids.len() > cfg.max_input_len {
-            return Err(Error::InputTooLong { len: ids.len(), max: cfg.max_input_len });
+            return Err(Error::InputTooLong {
+                len: ids.len(),
+                max: cfg.max_input_len,
+            });
         }
         if let Some(&token) = ids.iter().find(|&&t| t == 0 || usize::from(t) >= cfg.input_vocab) {
-            return Err(Error::TokenOutOfRange { token, vocab: cfg.input_vocab });
+            return Err(Error::TokenOutOfRange {
+                token,
+                vocab: cfg.input_vocab,
+            });
         }
         self.buf.input_ids.iter_mut().zip(ids).for_each(|(d, s)| *d = *s);
         Ok(ids.len())
@@ -297,10 +317,16 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
     ) -> Result<(), Error> {
         let cfg = *self.model.config();
         if dec_input.len() > cfg.decoder_positions() {
-            return Err(Error::OutputTooLong { len: dec_input.len(), max: cfg.decoder_positions() });
+            return Err(Error::OutputTooLong {
+                len: dec_input.len(),
+                max: cfg.decoder_positions(),
+            });
         }
         if let Some(&token) = dec_input.iter().find(|&&t| usize::from(t) >= cfg.output_vocab) {
-            return Err(Error::TokenOutOfRange { token, vocab: cfg.output_vocab });
+            return Err(Error::TokenOutOfRange {
+                token,
+                vocab: cfg.output_vocab,
+            });
         }
         let n = self.load_tokens(input)?;
         self.encode(n, &mut None);
@@ -314,13 +340,19 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
     fn run(&mut self, n: usize, opts: &DecodeOptions, out: &mut [u16], mut probe: Probe<'_>) -> Result<Decoded, Error> {
         let cfg = self.model.config();
         if out.len() < cfg.max_output_len {
-            return Err(Error::OutputBufferTooSmall { needed: cfg.max_output_len, given: out.len() });
+            return Err(Error::OutputBufferTooSmall {
+                needed: cfg.max_output_len,
+                given: out.len(),
+            });
         }
         if opts.beam_width == 0 {
             return Err(Error::ZeroBeam);
         }
         if opts.beam_width > self.max_beam {
-            return Err(Error::BeamTooWide { requested: opts.beam_width, max: self.max_beam });
+            return Err(Error::BeamTooWide {
+                requested: opts.beam_width,
+                max: self.max_beam,
+            });
         }
         self.encode(n, &mut probe);
         if opts.beam_width == 1 {
@@ -339,7 +371,14 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         let d = cfg.d_model;
         let rows = cfg.max_input_len * d;
         self.input_len = n;
-        let Buffers { shared, s, input_ids, cross_k, cross_v, .. } = &mut self.buf;
+        let Buffers {
+            shared,
+            s,
+            input_ids,
+            cross_k,
+            cross_v,
+            ..
+        } = &mut self.buf;
         let (x, rest) = shared.split_at_mut(rows.min(shared.len()));
         let (k, rest) = rest.split_at_mut(rows.min(rest.len()));
         let v = rest;
@@ -353,7 +392,12 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             let blk = w.encoder(l);
             // Keys and values of every position first, so each row's update below reads the
             // unchanged inputs of the others.
-            for ((xr, kr), vr) in x.chunks_exact(d).zip(k.chunks_exact_mut(d)).zip(v.chunks_exact_mut(d)).take(n) {
+            for ((xr, kr), vr) in x
+                .chunks_exact(d)
+                .zip(k.chunks_exact_mut(d))
+                .zip(v.chunks_exact_mut(d))
+                .take(n)
+            {
                 sublayer_input(cfg, xr, &blk.norm1, s.a);
                 let act = Activation::new(s.a, s.xq, cfg.quant);
                 blk.attn.k.forward(&act, kr);
@@ -372,9 +416,18 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         }
 
         let per_layer = cfg.max_input_len * d;
-        for (l, (ck, cv)) in cross_k.chunks_exact_mut(per_layer).zip(cross_v.chunks_exact_mut(per_layer)).enumerate() {
+        for (l, (ck, cv)) in cross_k
+            .chunks_exact_mut(per_layer)
+            .zip(cross_v.chunks_exact_mut(per_layer))
+            .enumerate()
+        {
             let cross = w.decoder(l).cross;
-            for ((xr, kr), vr) in x.chunks_exact(d).zip(ck.chunks_exact_mut(d)).zip(cv.chunks_exact_mut(d)).take(n) {
+            for ((xr, kr), vr) in x
+                .chunks_exact(d)
+                .zip(ck.chunks_exact_mut(d))
+                .zip(cv.chunks_exact_mut(d))
+                .take(n)
+            {
                 let act = Activation::new(xr, s.xq, cfg.quant);
                 cross.k.forward(&act, kr);
                 cross.v.forward(&act, vr);
@@ -392,7 +445,14 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         let n = self.input_len;
         let positions = cfg.decoder_positions();
         let slot_len = positions * d;
-        let Buffers { shared, s, x, cross_k, cross_v, .. } = &mut self.buf;
+        let Buffers {
+            shared,
+            s,
+            x,
+            cross_k,
+            cross_v,
+            ..
+        } = &mut self.buf;
         let kv_half = cfg.decoder_layers * self.max_beam * slot_len;
         let (self_k, self_v) = shared.split_at_mut(kv_half.min(shared.len()));
         let cross_len = cfg.max_input_len * d;
@@ -450,13 +510,23 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             let lp = logits.get(best).copied().unwrap_or(0.0);
             token = best as u16;
             if token == END {
-                return Decoded { len: pos, truncated: false, log_prob: log_prob + lp };
+                return Decoded {
+                    len: pos,
+                    truncated: false,
+                    log_prob: log_prob + lp,
+                };
             }
-            let Some(slot) = out.get_mut(pos).filter(|_| pos < max) else { break };
+            let Some(slot) = out.get_mut(pos).filter(|_| pos < max) else {
+                break;
+            };
             *slot = token;
             log_prob += lp;
         }
-        Decoded { len: max, truncated: true, log_prob }
+        Decoded {
+            len: max,
+            truncated: true,
+            log_prob,
+        }
     }
 
     /// Beam search with length-normalized scores. Each live hypothesis owns one cache slot; when
@@ -468,29 +538,52 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         let max = cfg.max_output_len;
         let mut alive: heapless::Vec<Hyp, MAX_BEAM> = heapless::Vec::new();
         let mut finished: heapless::Vec<Fin, MAX_BEAM> = heapless::Vec::new();
-        let _ = alive.push(Hyp { slot: 0, len: 0, score: 0.0 });
+        let _ = alive.push(Hyp {
+            slot: 0,
+            len: 0,
+            score: 0.0,
+        });
         let norm = |score: f32, len: usize| score / libm::powf(len.max(1) as f32, opts.length_alpha);
 
         for pos in 0..=max {
             let mut cands: heapless::Vec<Cand, { 2 * MAX_BEAM }> = heapless::Vec::new();
             for (parent, h) in alive.iter().enumerate() {
-                let token = if pos == 0 { START } else { self.token_of(h.slot, pos - 1) };
+                let token = if pos == 0 {
+                    START
+                } else {
+                    self.token_of(h.slot, pos - 1)
+                };
                 self.decode_step(h.slot, pos, token, &mut None);
                 let logits = &mut *self.buf.s.logits;
                 log_softmax(logits);
                 for (t, &lp) in logits.iter().enumerate().skip(usize::from(END)) {
-                    insert_candidate(&mut cands, 2 * width, Cand { parent, token: t as u16, score: h.score + lp });
+                    insert_candidate(
+                        &mut cands,
+                        2 * width,
+                        Cand {
+                            parent,
+                            token: t as u16,
+                            score: h.score + lp,
+                        },
+                    );
                 }
             }
             let mut next: heapless::Vec<(usize, u16, f32), MAX_BEAM> = heapless::Vec::new();
             for (rank, c) in cands.iter().enumerate() {
-                let Some(parent) = alive.get(c.parent).copied() else { continue };
+                let Some(parent) = alive.get(c.parent).copied() else {
+                    continue;
+                };
                 if c.token == END {
                     if rank < width && finished.len() < width {
                         let fin_slot = finished.len();
                         self.save_finished(parent.slot, parent.len, fin_slot);
                         let len = parent.len + 1;
-                        let _ = finished.push(Fin { slot: fin_slot, len: parent.len, score: c.score, norm: norm(c.score, len) });
+                        let _ = finished.push(Fin {
+                            slot: fin_slot,
+                            len: parent.len,
+                            score: c.score,
+                            norm: norm(c.score, len),
+                        });
                     }
                 } else if next.len() < width {
                     let _ = next.push((c.parent, c.token, c.score));
@@ -502,22 +595,46 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             alive = self.reassign_slots(&alive, &next, pos);
         }
 
-        let best = finished.iter().copied().reduce(|a, b| if b.norm > a.norm { b } else { a });
+        let best = finished
+            .iter()
+            .copied()
+            .reduce(|a, b| if b.norm > a.norm { b } else { a });
         if let Some(f) = best {
             let src = self.buf.done_tokens.chunks_exact(max.max(1)).nth(f.slot).unwrap_or(&[]);
             out.iter_mut().zip(src).take(f.len).for_each(|(o, t)| *o = *t);
-            return Decoded { len: f.len, truncated: false, log_prob: f.score };
+            return Decoded {
+                len: f.len,
+                truncated: false,
+                log_prob: f.score,
+            };
         }
-        let best = alive.iter().copied().reduce(|a, b| if b.score > a.score { b } else { a });
-        let h = best.unwrap_or(Hyp { slot: 0, len: 0, score: 0.0 });
+        let best = alive
+            .iter()
+            .copied()
+            .reduce(|a, b| if b.score > a.score { b } else { a });
+        let h = best.unwrap_or(Hyp {
+            slot: 0,
+            len: 0,
+            score: 0.0,
+        });
         let src = self.buf.beam_tokens.chunks_exact(max.max(1)).nth(h.slot).unwrap_or(&[]);
         out.iter_mut().zip(src).take(h.len).for_each(|(o, t)| *o = *t);
-        Decoded { len: h.len, truncated: true, log_prob: h.score }
+        Decoded {
+            len: h.len,
+            truncated: true,
+            log_prob: h.score,
+        }
     }
 
     fn token_of(&self, slot: usize, i: usize) -> u16 {
         let max = self.model.config().max_output_len.max(1);
-        self.buf.beam_tokens.chunks_exact(max).nth(slot).and_then(|t| t.get(i)).copied().unwrap_or(START)
+        self.buf
+            .beam_tokens
+            .chunks_exact(max)
+            .nth(slot)
+            .and_then(|t| t.get(i))
+            .copied()
+            .unwrap_or(START)
     }
 
     fn save_finished(&mut self, slot: usize, len: usize, fin: usize) {
@@ -529,28 +646,45 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
 
     /// Gives every surviving extension a cache slot, copying caches and token prefixes where a
     /// parent has more than one child, then appends each extension's token.
-    fn reassign_slots(&mut self, alive: &[Hyp], next: &[(usize, u16, f32)], pos: usize) -> heapless::Vec<Hyp, MAX_BEAM> {
+    fn reassign_slots(
+        &mut self,
+        alive: &[Hyp],
+        next: &[(usize, u16, f32)],
+        pos: usize,
+    ) -> heapless::Vec<Hyp, MAX_BEAM> {
         let mut parent_used: heapless::Vec<bool, MAX_BEAM> = alive.iter().map(|_| false).collect();
         let mut slot_busy = [false; MAX_BEAM];
         let mut result: heapless::Vec<Hyp, MAX_BEAM> = heapless::Vec::new();
         let mut needs_slot: heapless::Vec<usize, MAX_BEAM> = heapless::Vec::new();
         // First child of each parent keeps the parent's slot.
         for (i, &(parent, _, score)) in next.iter().enumerate() {
-            let (Some(p), Some(used)) = (alive.get(parent), parent_used.get_mut(parent)) else { continue };
+            let (Some(p), Some(used)) = (alive.get(parent), parent_used.get_mut(parent)) else {
+                continue;
+            };
             if !*used {
                 *used = true;
                 if let Some(b) = slot_busy.get_mut(p.slot) {
                     *b = true;
                 }
-                let _ = result.push(Hyp { slot: p.slot, len: p.len, score });
+                let _ = result.push(Hyp {
+                    slot: p.slot,
+                    len: p.len,
+                    score,
+                });
             } else {
-                let _ = result.push(Hyp { slot: usize::MAX, len: p.len, score });
+                let _ = result.push(Hyp {
+                    slot: usize::MAX,
+                    len: p.len,
+                    score,
+                });
                 let _ = needs_slot.push(i);
             }
         }
         // The others take free slots (slots of dropped hypotheses or never used).
         for &i in &needs_slot {
-            let Some(free) = slot_busy.iter().take(self.max_beam).position(|b| !b) else { continue };
+            let Some(free) = slot_busy.iter().take(self.max_beam).position(|b| !b) else {
+                continue;
+            };
             if let Some(b) = slot_busy.get_mut(free) {
                 *b = true;
             }
@@ -563,7 +697,13 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         // Append each extension's token.
         let max = self.model.config().max_output_len.max(1);
         for (h, &(_, token, _)) in result.iter_mut().zip(next) {
-            if let Some(t) = self.buf.beam_tokens.chunks_exact_mut(max).nth(h.slot).and_then(|t| t.get_mut(h.len)) {
+            if let Some(t) = self
+                .buf
+                .beam_tokens
+                .chunks_exact_mut(max)
+                .nth(h.slot)
+                .and_then(|t| t.get_mut(h.len))
+            {
                 *t = token;
             }
             h.len += 1;

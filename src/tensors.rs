@@ -93,7 +93,10 @@ const ATTN: [(Proj, Param); 8] = [
 ];
 
 fn norm(stack: Stack, n: u8) -> [Kind; 2] {
-    [Kind::LayerNorm(stack, n, Param::Weight), Kind::LayerNorm(stack, n, Param::Bias)]
+    [
+        Kind::LayerNorm(stack, n, Param::Weight),
+        Kind::LayerNorm(stack, n, Param::Bias),
+    ]
 }
 
 fn ffn(stack: Stack) -> [Kind; 4] {
@@ -108,7 +111,10 @@ fn ffn(stack: Stack) -> [Kind; 4] {
 /// The kind of the `i`-th tensor of an encoder block.
 fn encoder_block_kind(i: usize) -> Option<Kind> {
     let attn = ATTN.iter().map(|&(p, q)| Kind::Attention(Site::EncoderSelf, p, q));
-    attn.chain(norm(Stack::Encoder, 1)).chain(ffn(Stack::Encoder)).chain(norm(Stack::Encoder, 2)).nth(i)
+    attn.chain(norm(Stack::Encoder, 1))
+        .chain(ffn(Stack::Encoder))
+        .chain(norm(Stack::Encoder, 2))
+        .nth(i)
 }
 
 /// The kind of the `i`-th tensor of a decoder block.
@@ -143,7 +149,12 @@ impl Layout {
         let decoder_start = encoder_start + cfg.encoder_layers * ENCODER_BLOCK_TENSORS;
         let tail_start = decoder_start + cfg.decoder_layers * DECODER_BLOCK_TENSORS;
         let count = tail_start + tail_kinds(cfg).count();
-        Layout { encoder_start, decoder_start, tail_start, count }
+        Layout {
+            encoder_start,
+            decoder_start,
+            tail_start,
+            count,
+        }
     }
 
     /// Index of an encoder block's `i`-th tensor.
@@ -166,24 +177,30 @@ fn tail_kinds(cfg: &Config) -> impl Iterator<Item = Kind> {
         Kind::FinalNorm(Stack::Decoder, Param::Bias),
     ];
     let out_w = (!cfg.tied_output).then_some(Kind::OutProj(Param::Weight));
-    finals.into_iter().filter(move |_| pre).chain(out_w).chain([Kind::OutProj(Param::Bias)])
+    finals
+        .into_iter()
+        .filter(move |_| pre)
+        .chain(out_w)
+        .chain([Kind::OutProj(Param::Bias)])
 }
 
 impl TensorId {
     /// Every tensor of a model with this config, in blob order.
     pub fn all(cfg: &Config) -> impl Iterator<Item = TensorId> + '_ {
-        let head = [Kind::SrcEmbedding, Kind::TgtEmbedding].into_iter().map(|kind| TensorId { kind, layer: 0 });
+        let head = [Kind::SrcEmbedding, Kind::TgtEmbedding]
+            .into_iter()
+            .map(|kind| TensorId { kind, layer: 0 });
         let enc = (0..cfg.encoder_layers).flat_map(|l| {
-            (0..ENCODER_BLOCK_TENSORS).filter_map(move |i| {
-                encoder_block_kind(i).map(|kind| TensorId { kind, layer: l as u16 })
-            })
+            (0..ENCODER_BLOCK_TENSORS)
+                .filter_map(move |i| encoder_block_kind(i).map(|kind| TensorId { kind, layer: l as u16 }))
         });
         let dec = (0..cfg.decoder_layers).flat_map(|l| {
-            (0..DECODER_BLOCK_TENSORS).filter_map(move |i| {
-                decoder_block_kind(i).map(|kind| TensorId { kind, layer: l as u16 })
-            })
+            (0..DECODER_BLOCK_TENSORS)
+                .filter_map(move |i| decoder_block_kind(i).map(|kind| TensorId { kind, layer: l as u16 }))
         });
-        head.chain(enc).chain(dec).chain(tail_kinds(cfg).map(|kind| TensorId { kind, layer: 0 }))
+        head.chain(enc)
+            .chain(dec)
+            .chain(tail_kinds(cfg).map(|kind| TensorId { kind, layer: 0 }))
     }
 
     /// True for matrices (stored as int8 in an int8 blob); false for vectors (always f32).

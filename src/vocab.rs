@@ -33,7 +33,12 @@ pub struct Vocab<'b> {
 
 impl<'b> Vocab<'b> {
     pub(crate) fn new(input: &'b [u8], output: &'b [u8], input_split: Split, output_split: Split) -> Self {
-        Vocab { input: Entries { bytes: input }, output: Entries { bytes: output }, input_split, output_split }
+        Vocab {
+            input: Entries { bytes: input },
+            output: Entries { bytes: output },
+            input_split,
+            output_split,
+        }
     }
 
     /// Input symbols in id order (id 0 is `<pad>`).
@@ -48,7 +53,12 @@ impl<'b> Vocab<'b> {
 
     /// The id of an input symbol (never 0, the padding id).
     pub fn input_id(&self, symbol: &str) -> Option<u16> {
-        self.input.iter().enumerate().skip(1).find(|(_, s)| *s == symbol).map(|(i, _)| i as u16)
+        self.input
+            .iter()
+            .enumerate()
+            .skip(1)
+            .find(|(_, s)| *s == symbol)
+            .map(|(i, _)| i as u16)
     }
 
     /// The text of an output token.

@@ -157,7 +157,11 @@ pub struct Weights<'b> {
 
 impl<'b> Weights<'b> {
     pub(crate) fn new(blob: &'b [u8], dir: &'b [DirEntry], cfg: &Config) -> Self {
-        Weights { blob, dir, layout: Layout::of(cfg) }
+        Weights {
+            blob,
+            dir,
+            layout: Layout::of(cfg),
+        }
     }
 
     fn bytes(&self, offset: u32, len: usize) -> &'b [u8] {
@@ -191,15 +195,26 @@ impl<'b> Weights<'b> {
     }
 
     fn linear(&self, i: usize) -> Linear<'b> {
-        Linear { w: self.matrix(i), b: self.vector(i + 1) }
+        Linear {
+            w: self.matrix(i),
+            b: self.vector(i + 1),
+        }
     }
 
     fn norm(&self, i: usize) -> Norm<'b> {
-        Norm { gain: self.vector(i), shift: self.vector(i + 1) }
+        Norm {
+            gain: self.vector(i),
+            shift: self.vector(i + 1),
+        }
     }
 
     fn attention(&self, i: usize) -> Attention<'b> {
-        Attention { q: self.linear(i), k: self.linear(i + 2), v: self.linear(i + 4), o: self.linear(i + 6) }
+        Attention {
+            q: self.linear(i),
+            k: self.linear(i + 2),
+            v: self.linear(i + 4),
+            o: self.linear(i + 6),
+        }
     }
 
     /// `src_emb.weight`.
@@ -218,7 +233,10 @@ impl<'b> Weights<'b> {
         EncoderBlock {
             attn: self.attention(at(0)),
             norm1: self.norm(at(8)),
-            ffn: Ffn { l1: self.linear(at(10)), l2: self.linear(at(12)) },
+            ffn: Ffn {
+                l1: self.linear(at(10)),
+                l2: self.linear(at(12)),
+            },
             norm2: self.norm(at(14)),
         }
     }
@@ -231,7 +249,10 @@ impl<'b> Weights<'b> {
             norm1: self.norm(at(8)),
             cross: self.attention(at(10)),
             norm2: self.norm(at(18)),
-            ffn: Ffn { l1: self.linear(at(20)), l2: self.linear(at(22)) },
+            ffn: Ffn {
+                l1: self.linear(at(20)),
+                l2: self.linear(at(22)),
+            },
             norm3: self.norm(at(24)),
         }
     }
@@ -245,7 +266,14 @@ impl<'b> Weights<'b> {
     /// The output projection (the output embedding when tied).
     pub fn output(&self, cfg: &Config) -> Linear<'b> {
         let bias = self.layout.count.saturating_sub(1);
-        let w = if cfg.tied_output { self.tgt_embedding() } else { self.matrix(bias.saturating_sub(1)) };
-        Linear { w, b: self.vector(bias) }
+        let w = if cfg.tied_output {
+            self.tgt_embedding()
+        } else {
+            self.matrix(bias.saturating_sub(1))
+        };
+        Linear {
+            w,
+            b: self.vector(bias),
+        }
     }
 }

@@ -44,7 +44,14 @@ impl WorkspaceLayout {
         let scores = cfg.heads * cfg.max_input_len.max(positions);
         let scratch = (4 * d + cfg.d_ff + scores + cfg.output_vocab) * F32 + round4(d.max(cfg.d_ff));
         let tokens = round4(2 * cfg.max_input_len) + 2 * round4(2 * beams * cfg.max_output_len);
-        WorkspaceLayout { cross_kv, shared: encoder_bulk.max(self_kv), encoder_bulk, self_kv, scratch, tokens }
+        WorkspaceLayout {
+            cross_kv,
+            shared: encoder_bulk.max(self_kv),
+            encoder_bulk,
+            self_kv,
+            scratch,
+            tokens,
+        }
     }
 
     /// Total bytes.
@@ -57,7 +64,9 @@ impl WorkspaceLayout {
 fn take<'a, T: bytemuck::Pod>(rest: &mut &'a mut [u8], n: usize) -> Result<&'a mut [T], Error> {
     let bytes = n * core::mem::size_of::<T>();
     let buf = core::mem::take(rest);
-    let (head, tail) = buf.split_at_mut_checked(round4(bytes)).ok_or(Error::WorkspaceMisaligned)?;
+    let (head, tail) = buf
+        .split_at_mut_checked(round4(bytes))
+        .ok_or(Error::WorkspaceMisaligned)?;
     *rest = tail;
     let head = head.get_mut(..bytes).ok_or(Error::WorkspaceMisaligned)?;
     bytemuck::try_cast_slice_mut(head).map_err(|_| Error::WorkspaceMisaligned)
@@ -94,9 +103,12 @@ impl<'w> Buffers<'w> {
         let layout = WorkspaceLayout::new(cfg, max_beam);
         let needed = layout.total_bytes();
         if buf.len() < needed {
-            return Err(Error::WorkspaceTooSmall { needed, given: buf.len() });
+            return Err(Error::WorkspaceTooSmall {
+                needed,
+                given: buf.len(),
+            });
         }
-        if buf.as_ptr() as usize % 4 != 0 {
+        if !(buf.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::WorkspaceMisaligned);
         }
         let d = cfg.d_model;

@@ -130,11 +130,17 @@ pub struct Parsed<'b> {
 }
 
 fn u16_at(b: &[u8], r: core::ops::Range<usize>) -> u16 {
-    b.get(r).and_then(|s| s.try_into().ok()).map(u16::from_le_bytes).unwrap_or(0)
+    b.get(r)
+        .and_then(|s| s.try_into().ok())
+        .map(u16::from_le_bytes)
+        .unwrap_or(0)
 }
 
 fn u32_at(b: &[u8], r: core::ops::Range<usize>) -> u32 {
-    b.get(r).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes).unwrap_or(0)
+    b.get(r)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0)
 }
 
 /// CRC-32 (ISO-HDLC, as in zlib and PNG) of `bytes`.
@@ -147,14 +153,20 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 /// firmware find a blob's end in flash before validating it.
 pub fn peek_len(header: &[u8]) -> Result<usize, BlobError> {
     if header.len() < HEADER_BYTES {
-        return Err(BlobError::TooShort { len: header.len(), min: HEADER_BYTES + CRC_BYTES });
+        return Err(BlobError::TooShort {
+            len: header.len(),
+            min: HEADER_BYTES + CRC_BYTES,
+        });
     }
     if header.get(field::MAGIC) != Some(&MAGIC[..]) {
         return Err(BlobError::BadMagic);
     }
     let version = u16_at(header, field::VERSION);
     if version != FORMAT_VERSION {
-        return Err(BlobError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        return Err(BlobError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     Ok(u32_at(header, field::TOTAL_BYTES) as usize)
 }
@@ -162,7 +174,12 @@ pub fn peek_len(header: &[u8]) -> Result<usize, BlobError> {
 fn range_check(field_name: &'static str, value: u16, min: u32, max: u32) -> Result<usize, BlobError> {
     let v = u32::from(value);
     if v < min || v > max {
-        return Err(BlobError::ConfigOutOfRange { field: field_name, value: v, min, max });
+        return Err(BlobError::ConfigOutOfRange {
+            field: field_name,
+            value: v,
+            min,
+            max,
+        });
     }
     Ok(v as usize)
 }
@@ -185,7 +202,10 @@ fn parse_config(b: &[u8]) -> Result<Config, BlobError> {
     let d_model = range_check("d_model", d_model_raw, 2, MAX_DIM)?;
     let heads = range_check("heads", heads_raw, 1, 64)?;
     if d_model % heads != 0 {
-        return Err(BlobError::HeadsDoNotDivide { d_model: d_model_raw, heads: heads_raw });
+        return Err(BlobError::HeadsDoNotDivide {
+            d_model: d_model_raw,
+            heads: heads_raw,
+        });
     }
     if d_model % 2 != 0 {
         return Err(BlobError::OddModelWidth { d_model: d_model_raw });
@@ -194,7 +214,13 @@ fn parse_config(b: &[u8]) -> Result<Config, BlobError> {
     if !(eps.is_finite() && eps > 0.0) {
         return Err(BlobError::BadEpsilon);
     }
-    let split = |flag| if flags & flag != 0 { Split::Space } else { Split::Chars };
+    let split = |flag| {
+        if flags & flag != 0 {
+            Split::Space
+        } else {
+            Split::Chars
+        }
+    };
     Ok(Config {
         d_model,
         heads,
@@ -205,7 +231,11 @@ fn parse_config(b: &[u8]) -> Result<Config, BlobError> {
         output_vocab: range_check("output_vocab", u16_at(b, field::OUTPUT_VOCAB), 4, u16::MAX.into())?,
         max_input_len: range_check("max_input_len", u16_at(b, field::MAX_INPUT_LEN), 1, MAX_DIM)?,
         max_output_len: range_check("max_output_len", u16_at(b, field::MAX_OUTPUT_LEN), 1, MAX_DIM)?,
-        norm: if flags & FLAG_PRE_LN != 0 { NormPlacement::Pre } else { NormPlacement::Post },
+        norm: if flags & FLAG_PRE_LN != 0 {
+            NormPlacement::Pre
+        } else {
+            NormPlacement::Post
+        },
         tied_output: flags & FLAG_TIED_OUTPUT != 0,
         quant,
         input_split: split(FLAG_INPUT_SPACE),
@@ -220,8 +250,10 @@ fn vocab_entries(bytes: &[u8], count: usize, side: u8, single_chars: bool) -> Re
     for index in 0..count {
         let len = usize::from(*bytes.get(at).ok_or(BlobError::VocabTruncated)?);
         let entry = bytes.get(at + 1..at + 1 + len).ok_or(BlobError::VocabTruncated)?;
-        let text = core::str::from_utf8(entry)
-            .map_err(|_| BlobError::VocabNotUtf8 { side, index: index as u16 })?;
+        let text = core::str::from_utf8(entry).map_err(|_| BlobError::VocabNotUtf8 {
+            side,
+            index: index as u16,
+        })?;
         if side == 0 && index > 0 {
             let chars = text.chars().count();
             let bad = chars == 0 || (single_chars && chars != 1) || text.contains(' ');
@@ -253,7 +285,7 @@ fn check_tensor(blob: &[u8], cfg: &Config, id: TensorId, e: &DirEntry, data_end:
     let span = |offset: u32, bytes: usize| -> Result<&[u8], BlobError> {
         let start = offset as usize;
         let end = start.saturating_add(bytes);
-        if start % ALIGN != 0 || start < HEADER_BYTES || end > data_end {
+        if !start.is_multiple_of(ALIGN) || start < HEADER_BYTES || end > data_end {
             return Err(oob);
         }
         blob.get(start..end).ok_or(oob)
@@ -283,10 +315,15 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
     }
     let total = peek_len(blob)?;
     if u16_at(blob, field::HEADER_BYTES) as usize != HEADER_BYTES {
-        return Err(BlobError::BadHeaderSize { found: u16_at(blob, field::HEADER_BYTES) });
+        return Err(BlobError::BadHeaderSize {
+            found: u16_at(blob, field::HEADER_BYTES),
+        });
     }
     if total != blob.len() {
-        return Err(BlobError::LengthMismatch { header: total, actual: blob.len() });
+        return Err(BlobError::LengthMismatch {
+            header: total,
+            actual: blob.len(),
+        });
     }
     let body_len = total - CRC_BYTES;
     let stored = u32_at(blob, body_len..total);
@@ -295,7 +332,7 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
         return Err(BlobError::ChecksumMismatch { stored, computed });
     }
     let address = blob.as_ptr() as usize;
-    if address % 4 != 0 {
+    if !address.is_multiple_of(4) {
         return Err(BlobError::Misaligned { address });
     }
     let config = parse_config(blob)?;
@@ -306,7 +343,9 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
     if vocab_off < HEADER_BYTES {
         return Err(vocab_oob);
     }
-    let vocab = blob.get(vocab_off..vocab_off.saturating_add(vocab_len)).ok_or(vocab_oob)?;
+    let vocab = blob
+        .get(vocab_off..vocab_off.saturating_add(vocab_len))
+        .ok_or(vocab_oob)?;
     let chars = config.input_split == Split::Chars;
     let input_vocab = vocab_entries(vocab, config.input_vocab, 0, chars)?;
     let rest = vocab.get(input_vocab.len()..).ok_or(BlobError::VocabTruncated)?;
@@ -322,18 +361,31 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
     }
     let dir_off = u32_at(blob, field::DIR_OFFSET) as usize;
     let dir_bytes = count as usize * DIR_ENTRY_BYTES;
-    let dir_oob = BlobError::SectionOutOfBounds { section: "tensor directory" };
-    if dir_off % ALIGN != 0 || dir_off < HEADER_BYTES {
+    let dir_oob = BlobError::SectionOutOfBounds {
+        section: "tensor directory",
+    };
+    if !dir_off.is_multiple_of(ALIGN) || dir_off < HEADER_BYTES {
         return Err(dir_oob);
     }
     let dir_end = dir_off.saturating_add(dir_bytes);
-    let raw = blob.get(dir_off..dir_end).filter(|_| dir_end <= body_len).ok_or(dir_oob)?;
+    let raw = blob
+        .get(dir_off..dir_end)
+        .filter(|_| dir_end <= body_len)
+        .ok_or(dir_oob)?;
     let dir: &[DirEntry] = bytemuck::try_cast_slice(raw).map_err(|_| dir_oob)?;
     for (index, (id, e)) in TensorId::all(&config).zip(dir).enumerate() {
         if e.code != id.code() || e.layer != id.layer {
-            return Err(BlobError::UnexpectedTensor { index: index as u32, expected: id });
+            return Err(BlobError::UnexpectedTensor {
+                index: index as u32,
+                expected: id,
+            });
         }
         check_tensor(blob, &config, id, e, body_len)?;
     }
-    Ok(Parsed { config, input_vocab, output_vocab, dir })
+    Ok(Parsed {
+        config,
+        input_vocab,
+        output_vocab,
+        dir,
+    })
 }

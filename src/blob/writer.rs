@@ -64,8 +64,12 @@ impl fmt::Display for WriteError {
             WriteError::VocabSize { side, expected, found } => {
                 write!(f, "{side} vocabulary has {found} entries, the config says {expected}")
             }
-            WriteError::BadEntry { side, entry } => write!(f, "{side} vocabulary entry {entry:?} is not valid"),
-            WriteError::ConfigOutOfRange(field) => write!(f, "config field {field} does not fit the blob format"),
+            WriteError::BadEntry { side, entry } => {
+                write!(f, "{side} vocabulary entry {entry:?} is not valid")
+            }
+            WriteError::ConfigOutOfRange(field) => {
+                write!(f, "config field {field} does not fit the blob format")
+            }
             WriteError::TooLarge => write!(f, "blob would exceed 4 GiB"),
         }
     }
@@ -86,7 +90,7 @@ impl TensorSource for HashMap<String, Vec<f32>> {
 }
 
 fn pad_to(buf: &mut Vec<u8>, align: usize) {
-    while buf.len() % align != 0 {
+    while !buf.len().is_multiple_of(align) {
         buf.push(0);
     }
 }
@@ -103,14 +107,28 @@ fn put_u32(buf: &mut [u8], r: core::ops::Range<usize>, v: usize) -> Result<(), W
     Ok(())
 }
 
-fn write_vocab(buf: &mut Vec<u8>, entries: &[&str], side: &'static str, expected: usize, chars: bool) -> Result<(), WriteError> {
+fn write_vocab(
+    buf: &mut Vec<u8>,
+    entries: &[&str],
+    side: &'static str,
+    expected: usize,
+    chars: bool,
+) -> Result<(), WriteError> {
     if entries.len() != expected {
-        return Err(WriteError::VocabSize { side, expected, found: entries.len() });
+        return Err(WriteError::VocabSize {
+            side,
+            expected,
+            found: entries.len(),
+        });
     }
     for (i, e) in entries.iter().enumerate() {
-        let bad_input = side == "input" && i > 0 && (e.is_empty() || e.contains(' ') || (chars && e.chars().count() != 1));
+        let bad_input =
+            side == "input" && i > 0 && (e.is_empty() || e.contains(' ') || (chars && e.chars().count() != 1));
         if e.len() > 255 || bad_input {
-            return Err(WriteError::BadEntry { side, entry: e.to_string() });
+            return Err(WriteError::BadEntry {
+                side,
+                entry: e.to_string(),
+            });
         }
         buf.push(e.len() as u8);
         buf.extend_from_slice(e.as_bytes());
@@ -128,7 +146,13 @@ pub fn write_blob(
     tensors: &dyn TensorSource,
 ) -> Result<Vec<u8>, WriteError> {
     let mut buf = vec![0u8; HEADER_BYTES];
-    write_vocab(&mut buf, input_vocab, "input", cfg.input_vocab, cfg.input_split == Split::Chars)?;
+    write_vocab(
+        &mut buf,
+        input_vocab,
+        "input",
+        cfg.input_vocab,
+        cfg.input_split == Split::Chars,
+    )?;
     write_vocab(&mut buf, output_vocab, "output", cfg.output_vocab, false)?;
     let vocab_bytes = buf.len() - HEADER_BYTES;
     pad_to(&mut buf, ALIGN);
@@ -140,10 +164,16 @@ pub fn write_blob(
     let mut entries = Vec::with_capacity(layout.count);
     for id in TensorId::all(cfg) {
         let name = id.to_string();
-        let values = tensors.tensor(&name).ok_or_else(|| WriteError::MissingTensor(name.clone()))?;
+        let values = tensors
+            .tensor(&name)
+            .ok_or_else(|| WriteError::MissingTensor(name.clone()))?;
         let (rows, cols) = id.shape(cfg);
         if values.len() != rows * cols {
-            return Err(WriteError::WrongLength { name, expected: rows * cols, found: values.len() });
+            return Err(WriteError::WrongLength {
+                name,
+                expected: rows * cols,
+                found: values.len(),
+            });
         }
         if values.iter().any(|v| !v.is_finite()) {
             return Err(WriteError::NonFinite(name));
@@ -236,7 +266,10 @@ impl AlignedBytes {
         let mut words = vec![0u128; bytes.len().div_ceil(16)];
         let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
         dst[..bytes.len()].copy_from_slice(bytes);
-        AlignedBytes { words, len: bytes.len() }
+        AlignedBytes {
+            words,
+            len: bytes.len(),
+        }
     }
 
     /// The bytes.
@@ -253,7 +286,10 @@ impl fmt::Debug for AlignedBytes {
 
 /// A zeroed, 16-byte aligned workspace of at least `bytes` bytes.
 pub fn workspace(bytes: usize) -> AlignedBytes {
-    AlignedBytes { words: vec![0u128; bytes.div_ceil(16)], len: bytes }
+    AlignedBytes {
+        words: vec![0u128; bytes.div_ceil(16)],
+        len: bytes,
+    }
 }
 
 impl AlignedBytes {

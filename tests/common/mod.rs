@@ -1,6 +1,6 @@
 //! Shared test helpers: a deterministic RNG, random models, and an independent f64 reference
 //! implementation of the textbook encoder-decoder, written for clarity rather than speed.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use std::collections::HashMap;
 
@@ -61,7 +61,11 @@ pub fn random_tensors(cfg: &Config, seed: u64, end_bias: f32) -> HashMap<String,
     for id in TensorId::all(cfg) {
         let (rows, cols) = id.shape(cfg);
         let name = id.to_string();
-        let scale = if id.is_matrix() { 1.0 / (cols as f32).sqrt() * 1.5 } else { 0.2 };
+        let scale = if id.is_matrix() {
+            1.0 / (cols as f32).sqrt() * 1.5
+        } else {
+            0.2
+        };
         let mut v: Vec<f32> = (0..rows * cols).map(|_| rng.uniform() * scale).collect();
         if name.contains("norm") && name.ends_with("weight") {
             v.iter_mut().for_each(|x| *x += 1.0);
@@ -75,8 +79,13 @@ pub fn random_tensors(cfg: &Config, seed: u64, end_bias: f32) -> HashMap<String,
 }
 
 pub fn blob(cfg: &Config, tensors: &HashMap<String, Vec<f32>>) -> AlignedBytes {
-    let bytes = write_blob(cfg, &INPUT_SYMBOLS[..cfg.input_vocab], &OUTPUT_TOKENS[..cfg.output_vocab], tensors)
-        .expect("write blob");
+    let bytes = write_blob(
+        cfg,
+        &INPUT_SYMBOLS[..cfg.input_vocab],
+        &OUTPUT_TOKENS[..cfg.output_vocab],
+        tensors,
+    )
+    .expect("write blob");
     AlignedBytes::new(&bytes)
 }
 
@@ -91,7 +100,10 @@ fn linear(m: &HashMap<String, Vec<f32>>, prefix: &str, x: &[f64]) -> Vec<f64> {
     let w = t(m, &format!("{prefix}.weight"));
     let b = t(m, &format!("{prefix}.bias"));
     let cols = x.len();
-    w.chunks(cols).zip(b).map(|(row, &b)| row.iter().zip(x).map(|(&w, &x)| w as f64 * x).sum::<f64>() + b as f64).collect()
+    w.chunks(cols)
+        .zip(b)
+        .map(|(row, &b)| row.iter().zip(x).map(|(&w, &x)| w as f64 * x).sum::<f64>() + b as f64)
+        .collect()
 }
 
 fn layer_norm(m: &HashMap<String, Vec<f32>>, prefix: &str, x: &[f64], eps: f64) -> Vec<f64> {
@@ -100,7 +112,11 @@ fn layer_norm(m: &HashMap<String, Vec<f32>>, prefix: &str, x: &[f64], eps: f64) 
     let n = x.len() as f64;
     let mean = x.iter().sum::<f64>() / n;
     let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-    x.iter().zip(g).zip(b).map(|((v, &g), &b)| (v - mean) / (var + eps).sqrt() * g as f64 + b as f64).collect()
+    x.iter()
+        .zip(g)
+        .zip(b)
+        .map(|((v, &g), &b)| (v - mean) / (var + eps).sqrt() * g as f64 + b as f64)
+        .collect()
 }
 
 fn pe(pos: usize, d: usize) -> Vec<f64> {
@@ -108,13 +124,24 @@ fn pe(pos: usize, d: usize) -> Vec<f64> {
         .map(|j| {
             let i = (j / 2) * 2;
             let a = pos as f64 * (-(i as f64) * (10000f64).ln() / d as f64).exp();
-            if j % 2 == 0 { a.sin() } else { a.cos() }
+            if j % 2 == 0 {
+                a.sin()
+            } else {
+                a.cos()
+            }
         })
         .collect()
 }
 
 /// Multi-head attention of queries `xq` over keys/values from `xkv`; `causal` masks future keys.
-fn mha(m: &HashMap<String, Vec<f32>>, prefix: &str, xq: &[Vec<f64>], xkv: &[Vec<f64>], heads: usize, causal: bool) -> Vec<Vec<f64>> {
+fn mha(
+    m: &HashMap<String, Vec<f32>>,
+    prefix: &str,
+    xq: &[Vec<f64>],
+    xkv: &[Vec<f64>],
+    heads: usize,
+    causal: bool,
+) -> Vec<Vec<f64>> {
     let q: Vec<_> = xq.iter().map(|x| linear(m, &format!("{prefix}.q_proj"), x)).collect();
     let k: Vec<_> = xkv.iter().map(|x| linear(m, &format!("{prefix}.k_proj"), x)).collect();
     let v: Vec<_> = xkv.iter().map(|x| linear(m, &format!("{prefix}.v_proj"), x)).collect();
@@ -128,7 +155,14 @@ fn mha(m: &HashMap<String, Vec<f32>>, prefix: &str, xq: &[Vec<f64>], xkv: &[Vec<
                 let r = h * dk..(h + 1) * dk;
                 let n = if causal { i + 1 } else { k.len() };
                 let s: Vec<f64> = (0..n)
-                    .map(|j| qi[r.clone()].iter().zip(&k[j][r.clone()]).map(|(a, b)| a * b).sum::<f64>() / (dk as f64).sqrt())
+                    .map(|j| {
+                        qi[r.clone()]
+                            .iter()
+                            .zip(&k[j][r.clone()])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            / (dk as f64).sqrt()
+                    })
                     .collect();
                 let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
@@ -173,7 +207,10 @@ fn sublayer(
 fn ffn(m: &HashMap<String, Vec<f32>>, prefix: &str, x: &[Vec<f64>]) -> Vec<Vec<f64>> {
     x.iter()
         .map(|xi| {
-            let h: Vec<f64> = linear(m, &format!("{prefix}.linear1"), xi).into_iter().map(|v| v.max(0.0)).collect();
+            let h: Vec<f64> = linear(m, &format!("{prefix}.linear1"), xi)
+                .into_iter()
+                .map(|v| v.max(0.0))
+                .collect();
             linear(m, &format!("{prefix}.linear2"), &h)
         })
         .collect()
@@ -185,19 +222,29 @@ fn embed(m: &HashMap<String, Vec<f32>>, name: &str, ids: &[u16], d: usize) -> Ve
         .enumerate()
         .map(|(p, &id)| {
             let row = &e[id as usize * d..(id as usize + 1) * d];
-            row.iter().zip(pe(p, d)).map(|(&w, p)| w as f64 * (d as f64).sqrt() + p).collect()
+            row.iter()
+                .zip(pe(p, d))
+                .map(|(&w, p)| w as f64 * (d as f64).sqrt() + p)
+                .collect()
         })
         .collect()
 }
 
 /// Logits at every decoder position, recomputing everything from scratch (no caches).
-pub fn reference_logits(cfg: &Config, m: &HashMap<String, Vec<f32>>, input: &[u16], dec_input: &[u16]) -> Vec<Vec<f64>> {
+pub fn reference_logits(
+    cfg: &Config,
+    m: &HashMap<String, Vec<f32>>,
+    input: &[u16],
+    dec_input: &[u16],
+) -> Vec<Vec<f64>> {
     let d = cfg.d_model;
     let eps = cfg.layer_norm_eps as f64;
     let mut x = embed(m, "src_emb.weight", input, d);
     for l in 0..cfg.encoder_layers {
         let p = format!("encoder.layers.{l}");
-        sublayer(cfg, m, &format!("{p}.norm1"), &mut x, |h| mha(m, &format!("{p}.self_attn"), h, h, cfg.heads, false));
+        sublayer(cfg, m, &format!("{p}.norm1"), &mut x, |h| {
+            mha(m, &format!("{p}.self_attn"), h, h, cfg.heads, false)
+        });
         sublayer(cfg, m, &format!("{p}.norm2"), &mut x, |h| ffn(m, &p, h));
     }
     if cfg.norm == NormPlacement::Pre {
@@ -207,18 +254,31 @@ pub fn reference_logits(cfg: &Config, m: &HashMap<String, Vec<f32>>, input: &[u1
     let mut y = embed(m, "tgt_emb.weight", dec_input, d);
     for l in 0..cfg.decoder_layers {
         let p = format!("decoder.layers.{l}");
-        sublayer(cfg, m, &format!("{p}.norm1"), &mut y, |h| mha(m, &format!("{p}.self_attn"), h, h, cfg.heads, true));
-        sublayer(cfg, m, &format!("{p}.norm2"), &mut y, |h| mha(m, &format!("{p}.cross_attn"), h, &mem, cfg.heads, false));
+        sublayer(cfg, m, &format!("{p}.norm1"), &mut y, |h| {
+            mha(m, &format!("{p}.self_attn"), h, h, cfg.heads, true)
+        });
+        sublayer(cfg, m, &format!("{p}.norm2"), &mut y, |h| {
+            mha(m, &format!("{p}.cross_attn"), h, &mem, cfg.heads, false)
+        });
         sublayer(cfg, m, &format!("{p}.norm3"), &mut y, |h| ffn(m, &p, h));
     }
     if cfg.norm == NormPlacement::Pre {
         y = y.iter().map(|yi| layer_norm(m, "decoder.norm", yi, eps)).collect();
     }
-    let out_w = if cfg.tied_output { "tgt_emb.weight" } else { "out_proj.weight" };
+    let out_w = if cfg.tied_output {
+        "tgt_emb.weight"
+    } else {
+        "out_proj.weight"
+    };
     let w = t(m, out_w);
     let b = t(m, "out_proj.bias");
     y.iter()
-        .map(|yi| w.chunks(d).zip(b).map(|(row, &b)| row.iter().zip(yi).map(|(&w, y)| w as f64 * y).sum::<f64>() + b as f64).collect())
+        .map(|yi| {
+            w.chunks(d)
+                .zip(b)
+                .map(|(row, &b)| row.iter().zip(yi).map(|(&w, y)| w as f64 * y).sum::<f64>() + b as f64)
+                .collect()
+        })
         .collect()
 }
 
