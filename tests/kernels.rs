@@ -9,6 +9,9 @@ fn vec_f32(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<f32>> {
     prop::collection::vec(-4.0f32..4.0, len)
 }
 
+/// Softmax tolerance: libm's exp is exact to ~1e-7; micromath's (`fast-math`) to 2.4e-3 relative.
+const SOFTMAX_TOL: f64 = if cfg!(feature = "fast-math") { 3e-3 } else { 1e-6 };
+
 fn close(a: f32, b: f64, tol: f64) -> bool {
     (a as f64 - b).abs() <= tol * (1.0 + b.abs())
 }
@@ -100,10 +103,10 @@ proptest! {
         log_softmax(&mut lp);
         for i in 0..x.len() {
             let want = (x[i] as f64 - max).exp() / z;
-            prop_assert!((p[i] as f64 - want).abs() < 1e-6);
-            prop_assert!((lp[i] as f64 - want.ln()).abs() < 1e-4 * (1.0 + want.ln().abs()));
+            prop_assert!((p[i] as f64 - want).abs() < SOFTMAX_TOL * want.max(1e-3));
+            prop_assert!((lp[i] as f64 - want.ln()).abs() < 1e-4 * (1.0 + want.ln().abs()) + SOFTMAX_TOL);
         }
-        prop_assert!((p.iter().map(|&v| v as f64).sum::<f64>() - 1.0).abs() < 1e-5);
+        prop_assert!((p.iter().map(|&v| v as f64).sum::<f64>() - 1.0).abs() < 1e-5 + SOFTMAX_TOL);
     }
 
     #[test]

@@ -6,6 +6,10 @@ use common::*;
 use picoformer::blob::writer::workspace;
 use picoformer::{DecodeOptions, Error, Model, NormPlacement, ProbeSpec, Quant, Runner, Site};
 
+/// Logit tolerance against the f64 reference: f32 rounding with libm; with `fast-math`,
+/// micromath's exp (2.4e-3 relative error) perturbs the attention weights a little more.
+const LOGIT_TOL: f64 = if cfg!(feature = "fast-math") { 2e-3 } else { 1e-4 };
+
 fn inputs(rng: &mut Rng, n: usize, max_len: usize) -> Vec<Vec<u16>> {
     (0..n)
         .map(|_| (0..1 + rng.below(max_len)).map(|_| 1 + rng.below(8) as u16).collect())
@@ -73,7 +77,7 @@ fn logits_match_f64_reference() {
                     }
                 })
                 .unwrap();
-            assert!(worst < 1e-4, "{norm:?} tied={tied}: logits differ by {worst}");
+            assert!(worst < LOGIT_TOL, "{norm:?} tied={tied}: logits differ by {worst}");
         }
     }
 }
@@ -154,7 +158,7 @@ fn beam_search_never_scores_below_greedy() {
                 total += l[next] - mx - z.ln();
             }
             assert!(
-                (total - b.log_prob as f64).abs() < 1e-3,
+                (total - b.log_prob as f64).abs() < 1e-3 + 10.0 * LOGIT_TOL,
                 "width {width}: score {} vs {}",
                 b.log_prob,
                 total
