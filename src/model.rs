@@ -14,6 +14,7 @@ const LN_10000: f32 = 9.210_340_4;
 /// `out[2i] = sin(pos * exp(-2i ln(10000) / d))`, `out[2i+1] = cos(..)`.
 ///
 /// The trainer calls this same function, so training and inference agree to the bit.
+#[inline(never)]
 pub fn positional_encoding(pos: usize, out: &mut [f32]) {
     let d = out.len().max(1) as f32;
     for (i, pair) in out.chunks_mut(2).enumerate() {

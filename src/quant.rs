@@ -14,6 +14,7 @@ pub fn round_half_away(x: f32) -> i32 {
 ///
 /// An all-zero (or empty) input gets scale 0 and all-zero output. Pairs beyond the shorter of the
 /// two slices are left untouched.
+#[inline(never)]
 pub fn quantize_row(x: &[f32], out: &mut [i8]) -> f32 {
     let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     if max == 0.0 || !max.is_finite() {

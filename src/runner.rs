@@ -97,6 +97,7 @@ fn probe_hit(probe: &mut Probe<'_>, site: crate::tensors::Site, layer: usize, n:
 
 /// Scaled dot-product attention of one query over `n` keys/values, all heads:
 /// `ctx_h = softmax(q_h K_h^T / sqrt(d_k)) V_h`. `scores` receives the weights, `heads x n`.
+#[inline(never)]
 fn attend(q: &[f32], keys: &[f32], values: &[f32], n: usize, heads: usize, scores: &mut [f32], ctx: &mut [f32]) {
     let d = q.len();
     let dk = (d / heads.max(1)).max(1);
@@ -136,6 +137,7 @@ fn sublayer_input(cfg: &Config, x: &[f32], norm: &Norm<'_>, out: &mut [f32]) {
 }
 
 /// `x = sublayer(FFN)`: `linear2(relu(linear1(in)))` with its residual and norm.
+#[inline(never)]
 fn feed_forward(cfg: &Config, x: &mut [f32], ffn: &Ffn<'_>, norm: &Norm<'_>, s: &mut Scratch<'_>) {
     sublayer_input(cfg, x, norm, s.a);
     ffn.l1.forward(&Activation::new(s.a, s.xq, cfg.quant), s.hidden);
@@ -145,6 +147,7 @@ fn feed_forward(cfg: &Config, x: &mut [f32], ffn: &Ffn<'_>, norm: &Norm<'_>, s: 
 }
 
 /// `out = emb[token] * sqrt(d) + PE(pos)`.
+#[inline(never)]
 fn embed(emb: &Matrix<'_>, token: u16, pos: usize, out: &mut [f32], tmp: &mut [f32]) {
     emb.row_into(usize::from(token), out);
     positional_encoding(pos, tmp);
@@ -364,6 +367,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
 
     /// The encoder: embeds the `n` input ids, runs every block, and projects the cross-attention
     /// keys and values of every decoder layer.
+    #[inline(never)]
     fn encode(&mut self, n: usize, probe: &mut Probe<'_>) {
         let model = self.model;
         let cfg = model.config();
@@ -437,6 +441,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
 
     /// One decoder step for the hypothesis in cache `slot`: feeds `token` at position `pos`,
     /// appends its keys and values to the slot's cache, and leaves the logits in scratch.
+    #[inline(never)]
     fn decode_step(&mut self, slot: usize, pos: usize, token: u16, probe: &mut Probe<'_>) {
         let model = self.model;
         let cfg = model.config();
@@ -497,6 +502,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
     }
 
     /// Greedy decoding: the most probable token at every step, until END or `max_output_len`.
+    #[inline(never)]
     fn greedy(&mut self, out: &mut [u16], probe: &mut Probe<'_>) -> Decoded {
         let max = self.model.config().max_output_len;
         let mut token = START;
@@ -532,6 +538,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
     /// Beam search with length-normalized scores. Each live hypothesis owns one cache slot; when
     /// a parent has several surviving children, the first keeps the parent's slot and the others
     /// take the slots of dropped hypotheses, so no copy ever overwrites a slot still being read.
+    #[inline(never)]
     fn beam(&mut self, opts: &DecodeOptions, out: &mut [u16]) -> Decoded {
         let cfg = *self.model.config();
         let width = opts.beam_width.clamp(1, self.max_beam);

@@ -141,3 +141,16 @@ fn positional_encoding_matches_formula() {
         }
     }
 }
+
+#[test]
+fn sin_cos_is_accurate_over_the_positions_used() {
+    let mut worst = 0.0f64;
+    for i in 0..2_000_000u32 {
+        let x = i as f32 * 0.004_096 - 100.0; // -100 .. 8092
+        let (s, c) = picoformer::math::sin_cos(x);
+        let xd = x as f64;
+        worst = worst.max((s as f64 - xd.sin()).abs()).max((c as f64 - xd.cos()).abs());
+    }
+    eprintln!("sin_cos worst abs error {worst:e}");
+    assert!(worst < 1e-6, "sin_cos error {worst}");
+}

@@ -25,6 +25,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y = W x + bias` for a row-major `W` of `y.len()` rows and `x.len()` columns.
+#[inline(never)]
 pub fn matvec_f32(w: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
     let cols = x.len().max(1);
     for ((yi, row), b) in y.iter_mut().zip(w.chunks_exact(cols)).zip(bias) {
@@ -40,6 +41,7 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 
 /// `y = dequant(Wq xq) + bias`: int8 weights with one scale per row, an int8 activation vector with
 /// one scale, i32 accumulation.
+#[inline(never)]
 pub fn matvec_i8(w: &[i8], scales: &[f32], xq: &[i8], x_scale: f32, bias: &[f32], y: &mut [f32]) {
     let cols = xq.len().max(1);
     for (((yi, row), s), b) in y.iter_mut().zip(w.chunks_exact(cols)).zip(scales).zip(bias) {
@@ -48,6 +50,7 @@ pub fn matvec_i8(w: &[i8], scales: &[f32], xq: &[i8], x_scale: f32, bias: &[f32]
 }
 
 /// LayerNorm of `x` into `out`: `(x - mean) / sqrt(var + eps) * gain + shift`, biased variance.
+#[inline(never)]
 pub fn layer_norm_into(x: &[f32], gain: &[f32], shift: &[f32], eps: f32, out: &mut [f32]) {
     let n = x.len().max(1) as f32;
     let mean = x.iter().sum::<f32>() / n;
@@ -59,6 +62,7 @@ pub fn layer_norm_into(x: &[f32], gain: &[f32], shift: &[f32], eps: f32, out: &m
 }
 
 /// LayerNorm in place.
+#[inline(never)]
 pub fn layer_norm(x: &mut [f32], gain: &[f32], shift: &[f32], eps: f32) {
     let n = x.len().max(1) as f32;
     let mean = x.iter().sum::<f32>() / n;
@@ -70,6 +74,7 @@ pub fn layer_norm(x: &mut [f32], gain: &[f32], shift: &[f32], eps: f32) {
 }
 
 /// Softmax in place, subtracting the maximum first so `exp` never overflows.
+#[inline(never)]
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0f32;
@@ -82,6 +87,7 @@ pub fn softmax(x: &mut [f32]) {
 }
 
 /// Log-softmax in place: `x - max - ln(sum(exp(x - max)))`.
+#[inline(never)]
 pub fn log_softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let sum: f32 = x.iter().map(|&v| math::exp(v - max)).sum();
