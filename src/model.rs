@@ -53,7 +53,7 @@ impl<'b> Model<'b> {
                 config.input_split,
                 config.output_split,
             ),
-            weights: Weights::new(blob, parsed.dir, &config),
+            weights: Weights::new(blob, parsed.dir, &config, parsed.i8_layout),
             blob_len: blob.len(),
         })
     }

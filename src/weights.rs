@@ -5,41 +5,85 @@ use crate::config::{Config, Quant};
 use crate::kernels;
 use crate::tensors::Layout;
 
+/// How the values of an int8 matrix are ordered (blob flag `FLAG_I8_PANELS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum I8Layout {
+    /// Row-major `[out, in]`.
+    RowMajor,
+    /// 4-row panels for the DSP kernel (see [`kernels::panel`]).
+    Panels,
+}
+
 /// A weight matrix in flash: f32, or int8 with one scale per row.
 #[derive(Debug, Clone, Copy)]
 pub enum Matrix<'b> {
     /// Row-major f32.
     F32(&'b [f32]),
-    /// Row-major int8 with per-row scales.
+    /// Int8 with per-row scales.
     I8 {
-        /// The quantized values.
+        /// The quantized values, ordered as `layout` says.
         w: &'b [i8],
         /// One scale per row.
         scales: &'b [f32],
+        /// Order of the values.
+        layout: I8Layout,
     },
 }
 
 /// An input vector prepared for a matrix product: the f32 values and, for int8 models, their
-/// quantized form (computed once and shared by every product that reads the same vector).
+/// quantized form (computed once and shared by every product that reads the same vector) and,
+/// on cores with the DSP extension, that form expanded into halfword pairs for the DSP kernel.
 #[derive(Debug, Clone, Copy)]
 pub struct Activation<'a> {
     x: &'a [f32],
     q: &'a [i8],
+    xe: &'a [u32],
     scale: f32,
 }
 
 impl<'a> Activation<'a> {
-    /// Prepares `x`, quantizing it into `qbuf` when `quant` is int8.
+    /// Prepares `x`, quantizing it into `qbuf` when `quant` is int8. `qbuf` must hold 3 bytes per
+    /// value (rounded up to 4) for the expansion; with less, the portable kernels are used.
     pub fn new(x: &'a [f32], qbuf: &'a mut [i8], quant: Quant) -> Self {
         match quant {
-            Quant::F32 => Activation { x, q: &[], scale: 0.0 },
+            Quant::F32 => Activation {
+                x,
+                q: &[],
+                xe: &[],
+                scale: 0.0,
+            },
             Quant::Int8 => {
-                let q = qbuf.get_mut(..x.len()).unwrap_or(&mut []);
+                let split = x.len().div_ceil(4) * 4;
+                let (q, rest) = qbuf.split_at_mut(split.min(qbuf.len()));
+                let q = q.get_mut(..x.len()).unwrap_or(&mut []);
                 let scale = crate::quant::quantize_row(x, q);
-                Activation { x, q, scale }
+                let xe = expand(q, rest);
+                Activation { x, q, xe, scale }
             }
         }
     }
+}
+
+/// Expands `q` into `rest` for the DSP kernel (an empty slice elsewhere).
+#[cfg(picoformer_dsp)]
+fn expand<'a>(q: &[i8], rest: &'a mut [i8]) -> &'a [u32] {
+    let words = 2 * (q.len() / 4);
+    let Some(bytes) = rest.get_mut(..4 * words) else {
+        return &[];
+    };
+    match bytemuck::try_cast_slice_mut::<i8, u32>(bytes) {
+        Ok(xe) => {
+            kernels::panel::expand_activation(q, xe);
+            xe
+        }
+        Err(_) => &[],
+    }
+}
+
+/// Expands `q` into `rest` for the DSP kernel (an empty slice elsewhere).
+#[cfg(not(picoformer_dsp))]
+fn expand<'a>(_q: &[i8], _rest: &'a mut [i8]) -> &'a [u32] {
+    &[]
 }
 
 impl<'b> Matrix<'b> {
@@ -47,7 +91,16 @@ impl<'b> Matrix<'b> {
     pub fn matvec(&self, a: &Activation<'_>, bias: &[f32], y: &mut [f32]) {
         match *self {
             Matrix::F32(w) => kernels::matvec_f32(w, a.x, bias, y),
-            Matrix::I8 { w, scales } => kernels::matvec_i8(w, scales, a.q, a.scale, bias, y),
+            Matrix::I8 {
+                w,
+                scales,
+                layout: I8Layout::RowMajor,
+            } => kernels::matvec_i8(w, scales, a.q, a.scale, bias, y),
+            Matrix::I8 {
+                w,
+                scales,
+                layout: I8Layout::Panels,
+            } => kernels::panel::matvec_i8_panels(w, scales, a.q, a.xe, a.scale, bias, y),
         }
     }
 
@@ -59,10 +112,22 @@ impl<'b> Matrix<'b> {
                 let src = w.chunks_exact(cols).nth(row).unwrap_or(&[]);
                 out.iter_mut().zip(src).for_each(|(o, v)| *o = *v);
             }
-            Matrix::I8 { w, scales } => {
+            Matrix::I8 {
+                w,
+                scales,
+                layout: I8Layout::RowMajor,
+            } => {
                 let src = w.chunks_exact(cols).nth(row).unwrap_or(&[]);
                 let s = scales.get(row).copied().unwrap_or(0.0);
                 out.iter_mut().zip(src).for_each(|(o, &v)| *o = f32::from(v) * s);
+            }
+            Matrix::I8 {
+                w,
+                scales,
+                layout: I8Layout::Panels,
+            } => {
+                let s = scales.get(row).copied().unwrap_or(0.0);
+                kernels::panel::panel_row_into(w, scales.len(), row, out, |v| f32::from(v) * s);
             }
         }
     }
@@ -153,15 +218,22 @@ pub struct Weights<'b> {
     blob: &'b [u8],
     dir: &'b [DirEntry],
     layout: Layout,
+    i8_layout: I8Layout,
 }
 
 impl<'b> Weights<'b> {
-    pub(crate) fn new(blob: &'b [u8], dir: &'b [DirEntry], cfg: &Config) -> Self {
+    pub(crate) fn new(blob: &'b [u8], dir: &'b [DirEntry], cfg: &Config, i8_layout: I8Layout) -> Self {
         Weights {
             blob,
             dir,
             layout: Layout::of(cfg),
+            i8_layout,
         }
+    }
+
+    /// How this blob orders its int8 matrices.
+    pub fn i8_layout(&self) -> I8Layout {
+        self.i8_layout
     }
 
     fn bytes(&self, offset: u32, len: usize) -> &'b [u8] {
@@ -188,6 +260,7 @@ impl<'b> Weights<'b> {
             Matrix::I8 {
                 w: bytemuck::cast_slice(self.bytes(e.offset, n)),
                 scales: self.floats(e.scales, e.rows as usize),
+                layout: self.i8_layout,
             }
         } else {
             Matrix::F32(self.floats(e.offset, n))

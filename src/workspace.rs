@@ -20,7 +20,7 @@ pub struct WorkspaceLayout {
     /// Of which the decoder self-attention cache needs: 2 x layers x beams x positions x d_model f32.
     pub self_kv: usize,
     /// Per-vector scratch: 4 x d_model + d_ff + heads x max(positions) + output vocab f32, plus the
-    /// int8 copy of one activation vector.
+    /// int8 copy of one activation vector and its expansion into halfwords (3 bytes per value).
     pub scratch: usize,
     /// Token buffers: input ids, live beams' tokens, finished hypotheses' tokens (u16).
     pub tokens: usize,
@@ -42,7 +42,7 @@ impl WorkspaceLayout {
         let encoder_bulk = 3 * cfg.max_input_len * d * F32;
         let self_kv = 2 * cfg.decoder_layers * beams * positions * d * F32;
         let scores = cfg.heads * cfg.max_input_len.max(positions);
-        let scratch = (4 * d + cfg.d_ff + scores + cfg.output_vocab) * F32 + round4(d.max(cfg.d_ff));
+        let scratch = (4 * d + cfg.d_ff + scores + cfg.output_vocab) * F32 + xq_bytes(d.max(cfg.d_ff));
         let tokens = round4(2 * cfg.max_input_len) + 2 * round4(2 * beams * cfg.max_output_len);
         WorkspaceLayout {
             cross_kv,
@@ -58,6 +58,13 @@ impl WorkspaceLayout {
     pub fn total_bytes(&self) -> usize {
         self.cross_kv + self.shared + self.scratch + self.tokens
     }
+}
+
+/// Bytes of the int8 activation scratch for vectors of up to `n` values: the int8 copy, then (at a
+/// 4-byte aligned offset) the expanded halfword pairs the DSP kernel reads (see
+/// `weights::Activation`).
+fn xq_bytes(n: usize) -> usize {
+    round4(n) + 2 * round4(n)
 }
 
 /// Splits `n` elements of `T` off the front of `rest` (the byte count rounded up to 4).
@@ -129,7 +136,7 @@ impl<'w> Buffers<'w> {
                 hidden: take(r, cfg.d_ff)?,
                 scores: take(r, scores)?,
                 logits: take(r, cfg.output_vocab)?,
-                xq: take(r, d.max(cfg.d_ff))?,
+                xq: take(r, xq_bytes(d.max(cfg.d_ff)))?,
             },
             input_ids: take(r, cfg.max_input_len)?,
             beam_tokens: take(r, beams * cfg.max_output_len)?,

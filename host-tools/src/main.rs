@@ -28,7 +28,7 @@ enum Command {
     /// Make or prepare datasets (synthetic tasks, the CMU Pronouncing Dictionary).
     Data(data::DataArgs),
     /// Train a model on a TSV of `input<TAB>output` lines.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Export a checkpoint to a blob (.pfb) in f32 or int8.
     Export(export::ExportArgs),
     /// Show a blob's format version, config, vocabularies and memory needs.
@@ -73,7 +73,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Data(a) => data::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Export(a) => export::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Eval(a) => eval::run(a),

@@ -147,6 +147,10 @@ pub struct QemuArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Inputs for the board to answer (instead of --data or an interactive session): each answer
+    /// is printed with the instructions it took and the host engine's verdict.
+    #[arg(conflicts_with = "data")]
+    pub inputs: Vec<String>,
 }
 
 /// Runs `picoformer qemu`.
@@ -166,6 +170,9 @@ pub fn run(args: QemuArgs) -> Result<()> {
         Some(p) => p.clone(),
         None => build_firmware(args.board)?,
     };
+    if !args.inputs.is_empty() {
+        return answer_inputs(&args, &firmware, &model, blob.as_bytes());
+    }
     let Some(data) = &args.data else {
         return interactive(args.board, &firmware, &args.model, args.beam, args.defmt_log.as_deref());
     };
@@ -188,6 +195,93 @@ pub fn run(args: QemuArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         report.print();
+    }
+    Ok(())
+}
+
+/// Clock the instruction counts are converted at for the latency estimate (one instruction per cycle).
+const ESTIMATE_MHZ: f64 = 100.0;
+
+/// Runs the given inputs on the board and prints each answer with its instruction count, the
+/// estimated latency at 100 MHz, and whether it equals the host engine's answer.
+fn answer_inputs(args: &QemuArgs, firmware: &Path, model: &Model<'_>, blob: &[u8]) -> Result<()> {
+    let opts = SessionOptions {
+        beam: args.beam,
+        icount: true,
+        defmt_log: args.defmt_log.clone(),
+        ..Default::default()
+    };
+    let session = run_session_with(args.board, firmware, &args.model, &args.inputs, &opts)?;
+    let host = host_outputs(blob, &args.inputs, args.beam)?;
+    let cfg = model.config();
+    let quant = match cfg.quant {
+        picoformer::Quant::F32 => "f32",
+        picoformer::Quant::Int8 => "int8",
+    };
+    let rows: Vec<serde_json::Value> = args
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let answer = session.answers.get(i).cloned().unwrap_or_default();
+            let instructions = session.instructions.get(i).copied().unwrap_or(0);
+            serde_json::json!({
+                "input": input,
+                "answer": answer,
+                "instructions": instructions,
+                "ms_at_100mhz_estimate": instructions as f64 / (ESTIMATE_MHZ * 1e3),
+                "same_as_host": host.get(i) == Some(&answer),
+            })
+        })
+        .collect();
+    if args.json {
+        let report = serde_json::json!({
+            "board": args.board.name(), "cpu": args.board.cpu(), "quant": quant,
+            "params": model.param_count(), "flash_bytes": model.blob_bytes(),
+            "workspace_bytes": model.workspace_bytes(args.beam), "beam": args.beam,
+            "peak_stack_bytes": session.stack_peak, "answers": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({}, emulated by QEMU) running {}: {} parameters ({quant}), {} bytes of flash, {} bytes of RAM for the workspace{}",
+        args.board.name(),
+        args.board.cpu(),
+        args.model.display(),
+        model.param_count(),
+        model.blob_bytes(),
+        model.workspace_bytes(args.beam),
+        session.stack_peak.map(|s| format!(", peak stack {s} bytes")).unwrap_or_default(),
+    );
+    let width = args.inputs.iter().map(|i| i.chars().count()).max().unwrap_or(5).max(5);
+    let answer_width = rows
+        .iter()
+        .map(|r| r["answer"].as_str().unwrap_or("").chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "  {:<width$}  {:<answer_width$}  {:>12}  {:>13}  host",
+        "input", "answer", "instructions", "ms @100MHz*"
+    );
+    for r in &rows {
+        println!(
+            "  {:<width$}  {:<answer_width$}  {:>12}  {:>13.1}  {}",
+            r["input"].as_str().unwrap_or(""),
+            r["answer"].as_str().unwrap_or(""),
+            r["instructions"],
+            r["ms_at_100mhz_estimate"].as_f64().unwrap_or(0.0),
+            if r["same_as_host"].as_bool() == Some(true) {
+                "same"
+            } else {
+                "DIFFERENT"
+            },
+        );
+    }
+    println!("  * estimate: instructions counted by QEMU (-icount), at one instruction per cycle at 100 MHz");
+    if rows.iter().any(|r| r["same_as_host"].as_bool() != Some(true)) {
+        bail!("the board's answers differ from the host engine's");
     }
     Ok(())
 }

@@ -134,7 +134,7 @@ fn fixed_inputs() -> Vec<String> {
     inputs
 }
 
-fn host(blob: &PathBuf, inputs: &[String], beam: usize) -> Vec<String> {
+fn host(blob: &std::path::Path, inputs: &[String], beam: usize) -> Vec<String> {
     let bytes = qemu::read_blob(blob).expect("read blob");
     qemu::host_outputs(bytes.as_bytes(), inputs, beam).expect("host outputs")
 }

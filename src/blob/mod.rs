@@ -82,7 +82,10 @@ pub const FLAG_TIED_OUTPUT: u32 = 1 << 1;
 pub const FLAG_INPUT_SPACE: u32 = 1 << 2;
 /// Flag: output tokens are joined with spaces (otherwise concatenated).
 pub const FLAG_OUTPUT_SPACE: u32 = 1 << 3;
-const KNOWN_FLAGS: u32 = FLAG_PRE_LN | FLAG_TIED_OUTPUT | FLAG_INPUT_SPACE | FLAG_OUTPUT_SPACE;
+/// Flag: int8 matrices are stored in 4-row panels (see `kernels::panel`), the layout the DSP
+/// kernel reads; only valid with int8 quantization.
+pub const FLAG_I8_PANELS: u32 = 1 << 4;
+const KNOWN_FLAGS: u32 = FLAG_PRE_LN | FLAG_TIED_OUTPUT | FLAG_INPUT_SPACE | FLAG_OUTPUT_SPACE | FLAG_I8_PANELS;
 
 /// Element type code of f32 tensors.
 pub const DTYPE_F32: u8 = 0;
@@ -127,6 +130,8 @@ pub struct Parsed<'b> {
     pub output_vocab: &'b [u8],
     /// The tensor directory, in [`TensorId::all`] order.
     pub dir: &'b [DirEntry],
+    /// Order of the int8 matrices' values.
+    pub i8_layout: crate::weights::I8Layout,
 }
 
 fn u16_at(b: &[u8], r: core::ops::Range<usize>) -> u16 {
@@ -197,6 +202,9 @@ fn parse_config(b: &[u8]) -> Result<Config, BlobError> {
         1 => Quant::Int8,
         code => return Err(BlobError::UnknownQuant { code }),
     };
+    if flags & FLAG_I8_PANELS != 0 && quant != Quant::Int8 {
+        return Err(BlobError::ReservedBits);
+    }
     let d_model_raw = u16_at(b, field::D_MODEL);
     let heads_raw = u16_at(b, field::HEADS);
     let d_model = range_check("d_model", d_model_raw, 2, MAX_DIM)?;
@@ -382,10 +390,16 @@ pub fn parse(blob: &[u8]) -> Result<Parsed<'_>, BlobError> {
         }
         check_tensor(blob, &config, id, e, body_len)?;
     }
+    let i8_layout = if u32_at(blob, field::FLAGS) & FLAG_I8_PANELS != 0 {
+        crate::weights::I8Layout::Panels
+    } else {
+        crate::weights::I8Layout::RowMajor
+    };
     Ok(Parsed {
         config,
         input_vocab,
         output_vocab,
         dir,
+        i8_layout,
     })
 }

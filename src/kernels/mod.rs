@@ -2,8 +2,17 @@
 //!
 //! These portable versions are the reference; any target-specific kernel is tested against them.
 //! Summation orders are fixed, so the host and a Cortex-M give identical f32 results.
+//!
+//! - [`panel`]: the 4-row panel layout of int8 matrices (blob flag `FLAG_I8_PANELS`), its
+//!   portable kernel and the dispatcher to the fastest kernel for the target.
+//! - `dsp` (Armv7E-M / Armv8-M with the DSP extension): the `SMLAD` int8 kernel.
+//! - `fpu` (hard-float Cortex-M4/M7/M33): the `VMLA` f32 kernel, bit-identical to [`matvec_f32`].
 
 use crate::math;
+
+#[cfg(picoformer_dsp)]
+mod dsp;
+pub mod panel;
 
 /// Lanes of partial sums in the f32 dot product (fixed, so results do not depend on the target).
 const LANES: usize = 8;

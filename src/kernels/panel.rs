@@ -1,0 +1,156 @@
+//! The 4-row panel layout of int8 matrices (blob flag `FLAG_I8_PANELS`) and its portable kernel.
+//!
+//! A matrix of `rows x cols` int8 values is stored as `rows / 4` full panels followed by the last
+//! `rows % 4` rows in row-major order. A panel holds rows `4p .. 4p + 4` in `4 * cols` bytes:
+//! first, for every group `g` of four columns (`cols / 4` groups), the four bytes of each of the
+//! four rows (`row 4p` columns `4g..4g+4`, then row `4p+1`, `4p+2`, `4p+3`); then the last
+//! `cols % 4` columns of each of the four rows, row after row. The size is still `rows * cols`.
+//!
+//! One 16-byte group feeds four rows with one load of four words (`LDM`), and the activation
+//! words loaded for the group are reused by the four rows: that is what the DSP kernel
+//! (`kernels::dsp`) wants. The portable kernel here reads the same layout, and every kernel's
+//! integer results are identical to the row-major [`super::dot_i8`] of each row.
+
+use super::dot_i8;
+
+/// Rows per panel.
+pub const PANEL_ROWS: usize = 4;
+/// Columns per group inside a panel.
+pub const GROUP_COLS: usize = 4;
+
+/// Position of element `(r, c)` of a `rows x cols` matrix in the panel layout.
+pub fn panel_index(rows: usize, cols: usize, r: usize, c: usize) -> usize {
+    let full = rows / PANEL_ROWS * PANEL_ROWS;
+    if r >= full {
+        return r * cols + c;
+    }
+    let (p, i) = (r / PANEL_ROWS, r % PANEL_ROWS);
+    let groups = cols / GROUP_COLS;
+    let base = p * PANEL_ROWS * cols;
+    if c < groups * GROUP_COLS {
+        base + (c / GROUP_COLS) * PANEL_ROWS * GROUP_COLS + i * GROUP_COLS + c % GROUP_COLS
+    } else {
+        let tail = cols - groups * GROUP_COLS;
+        base + groups * PANEL_ROWS * GROUP_COLS + i * tail + (c - groups * GROUP_COLS)
+    }
+}
+
+/// Rearranges a row-major `rows x cols` matrix (`src`, `rows = src.len() / cols`) into the panel
+/// layout in `dst` (same length). Extra elements of either slice are ignored.
+pub fn to_panels<T: Copy>(src: &[T], cols: usize, dst: &mut [T]) {
+    let cols = cols.max(1);
+    let rows = src.len() / cols;
+    for (r, row) in src.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            if let Some(d) = dst.get_mut(panel_index(rows, cols, r, c)) {
+                *d = v;
+            }
+        }
+    }
+}
+
+/// Copies row `r` of a panel-layout `rows x cols` matrix into `out` (`cols` long), converting
+/// each value with `f`.
+pub fn panel_row_into<T: Copy>(w: &[T], rows: usize, r: usize, out: &mut [f32], f: impl Fn(T) -> f32) {
+    let cols = out.len();
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = w.get(panel_index(rows, cols, r, c)).copied().map_or(0.0, &f);
+    }
+}
+
+/// Calls `sink(row, dot)` with the exact i32 dot product of every row of the panel-layout int8
+/// matrix `w` (`rows = w.len() / xq.len()`) with `xq`, rows in order. Portable reference.
+#[inline(always)]
+pub fn panel_dots_portable(w: &[i8], xq: &[i8], mut sink: impl FnMut(usize, i32)) {
+    let cols = xq.len().max(1);
+    let rows = w.len() / cols;
+    let full = rows / PANEL_ROWS;
+    let (panels, rest) = w.split_at((full * PANEL_ROWS * cols).min(w.len()));
+    let groups = xq.len() / GROUP_COLS;
+    let (xg, xt) = xq.split_at(groups * GROUP_COLS);
+    for (p, panel) in panels.chunks_exact(PANEL_ROWS * cols).enumerate() {
+        let (body, tail) = panel.split_at(groups * PANEL_ROWS * GROUP_COLS);
+        let mut acc = [0i32; PANEL_ROWS];
+        for (g, x) in body
+            .chunks_exact(PANEL_ROWS * GROUP_COLS)
+            .zip(xg.chunks_exact(GROUP_COLS))
+        {
+            for (a, wr) in acc.iter_mut().zip(g.chunks_exact(GROUP_COLS)) {
+                *a += dot_i8(wr, x);
+            }
+        }
+        let t = xt.len().max(1);
+        for (a, wr) in acc.iter_mut().zip(tail.chunks_exact(t)) {
+            *a += dot_i8(wr, xt);
+        }
+        for (i, a) in acc.into_iter().enumerate() {
+            sink(p * PANEL_ROWS + i, a);
+        }
+    }
+    for (i, row) in rest.chunks_exact(cols).enumerate() {
+        sink(full * PANEL_ROWS + i, dot_i8(row, xq));
+    }
+}
+
+/// Expands an int8 activation vector for the DSP kernel: for every group `g` of four values,
+/// two words `(x[4g] | x[4g+2] << 16)` and `(x[4g+1] | x[4g+3] << 16)` of sign-extended 16-bit
+/// halves, the pairs `SXTB16` produces from a word of weights (without and with `ROR #8`).
+/// Writes `2 * (xq.len() / 4)` words (fewer if `out` is shorter) and returns how many.
+pub fn expand_activation(xq: &[i8], out: &mut [u32]) -> usize {
+    let half = |v: i8| u32::from(i16::from(v) as u16);
+    let mut n = 0;
+    for (x, o) in xq.chunks_exact(GROUP_COLS).zip(out.chunks_exact_mut(2)) {
+        if let ([x0, x1, x2, x3], [o0, o1]) = (x, o) {
+            *o0 = half(*x0) | half(*x2) << 16;
+            *o1 = half(*x1) | half(*x3) << 16;
+            n += 2;
+        }
+    }
+    n
+}
+
+/// `y = dequant(Wq xq) + bias` for a panel-layout matrix: the portable kernel.
+#[inline(never)]
+pub fn matvec_i8_panels_portable(w: &[i8], scales: &[f32], xq: &[i8], x_scale: f32, bias: &[f32], y: &mut [f32]) {
+    panel_dots_portable(w, xq, |r, dot| {
+        if let (Some(yi), Some(s), Some(b)) = (y.get_mut(r), scales.get(r), bias.get(r)) {
+            *yi = dot as f32 * (s * x_scale) + b;
+        }
+    });
+}
+
+/// Exact i32 dot products of every row of a panel-layout matrix with `xq`, into `out`, using the
+/// fastest kernel for this target (`xe` is `xq` expanded by [`expand_activation`]; empty is fine
+/// where no DSP kernel exists). Used by the on-target self-test.
+pub fn panel_dots(w: &[i8], xq: &[i8], xe: &[u32], out: &mut [i32]) {
+    let sink = |r: usize, dot: i32| {
+        if let Some(o) = out.get_mut(r) {
+            *o = dot;
+        }
+    };
+    #[cfg(picoformer_dsp)]
+    super::dsp::panel_dots(w, xq, xe, sink);
+    #[cfg(not(picoformer_dsp))]
+    {
+        let _ = xe;
+        panel_dots_portable(w, xq, sink);
+    }
+}
+
+/// `y = dequant(Wq xq) + bias` for a panel-layout matrix with the fastest kernel for this target;
+/// results are bit-identical to [`matvec_i8_panels_portable`] and to the row-major
+/// [`super::matvec_i8`].
+#[inline(never)]
+pub fn matvec_i8_panels(w: &[i8], scales: &[f32], xq: &[i8], xe: &[u32], x_scale: f32, bias: &[f32], y: &mut [f32]) {
+    #[cfg(picoformer_dsp)]
+    super::dsp::panel_dots(w, xq, xe, |r, dot| {
+        if let (Some(yi), Some(s), Some(b)) = (y.get_mut(r), scales.get(r), bias.get(r)) {
+            *yi = dot as f32 * (s * x_scale) + b;
+        }
+    });
+    #[cfg(not(picoformer_dsp))]
+    {
+        let _ = xe;
+        matvec_i8_panels_portable(w, scales, xq, x_scale, bias, y);
+    }
+}
