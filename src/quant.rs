@@ -4,10 +4,22 @@
 /// Largest magnitude of a quantized value (symmetric: -127..=127, -128 unused).
 pub const QMAX: f32 = 127.0;
 
-/// Rounds half away from zero to the nearest integer, saturating to i32.
+/// The largest f32 below 0.5 (`0.5 - 2^-25`).
+const JUST_BELOW_HALF: f32 = 0.499_999_97;
+
+/// Rounds half away from zero to the nearest integer, saturating to i32 (NaN gives 0): the same
+/// result as `libm::roundf(x) as i32` for every f32, in a few instructions instead of a call.
+///
+/// Why it is exact: adding `0.5 - 2^-25` with the sign of `x` moves `x` past the next integer
+/// exactly when its fraction is at least one half. A fraction of exactly one half lands on the
+/// midpoint between the integer and its predecessor float and rounds (to even) onto the
+/// integer; a fraction just below one half stays below it. At `|x| >= 2^23`, `x` is an integer
+/// and the addition is less than half its spacing, so it is unchanged. `as i32` truncates.
+/// Tested against `libm::roundf` over every float in `[-2^24, 2^24]` near each half-integer
+/// and a stride of all 2^32 bit patterns (`tests/kernels_quant.rs`).
 #[inline]
 pub fn round_half_away(x: f32) -> i32 {
-    libm::roundf(x) as i32
+    (x + JUST_BELOW_HALF.copysign(x)) as i32
 }
 
 /// Quantizes `x` into `out` with one symmetric scale, returned: `x[i] ≈ out[i] * scale`.

@@ -90,7 +90,7 @@ impl<'b> Matrix<'b> {
     /// `y = M a + bias`.
     pub fn matvec(&self, a: &Activation<'_>, bias: &[f32], y: &mut [f32]) {
         match *self {
-            Matrix::F32(w) => kernels::matvec_f32(w, a.x, bias, y),
+            Matrix::F32(w) => kernels::matvec_f32_fast(w, a.x, bias, y),
             Matrix::I8 {
                 w,
                 scales,

@@ -11,8 +11,10 @@ use std::vec::Vec;
 
 use super::*;
 use crate::config::{Config, NormPlacement, Quant, Split};
+use crate::kernels::panel::to_panels;
 use crate::quant::quantize_row;
 use crate::tensors::{Layout, TensorId};
+pub use crate::weights::I8Layout;
 
 /// Why a blob could not be written.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +138,24 @@ fn write_vocab(
     Ok(())
 }
 
-/// Writes a blob for `cfg` (f32 or int8 per `cfg.quant`) from vocabularies and f32 tensors.
+/// Choices of [`write_blob_with`] that do not change what the model computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Order of int8 matrices: [`I8Layout::Panels`] (the default, flag [`FLAG_I8_PANELS`], what
+    /// the DSP kernel reads) or [`I8Layout::RowMajor`]. Ignored for f32 blobs.
+    pub i8_layout: I8Layout,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            i8_layout: I8Layout::Panels,
+        }
+    }
+}
+
+/// Writes a blob for `cfg` (f32 or int8 per `cfg.quant`) from vocabularies and f32 tensors, with
+/// the default [`WriteOptions`] (int8 matrices in 4-row panels).
 ///
 /// Int8 quantizes every matrix (embeddings included) per row with [`quantize_row`]; vectors stay f32.
 pub fn write_blob(
@@ -145,6 +164,18 @@ pub fn write_blob(
     output_vocab: &[&str],
     tensors: &dyn TensorSource,
 ) -> Result<Vec<u8>, WriteError> {
+    write_blob_with(cfg, input_vocab, output_vocab, tensors, &WriteOptions::default())
+}
+
+/// [`write_blob`] with explicit [`WriteOptions`].
+pub fn write_blob_with(
+    cfg: &Config,
+    input_vocab: &[&str],
+    output_vocab: &[&str],
+    tensors: &dyn TensorSource,
+    opts: &WriteOptions,
+) -> Result<Vec<u8>, WriteError> {
+    let panels = cfg.quant == Quant::Int8 && opts.i8_layout == I8Layout::Panels;
     let mut buf = vec![0u8; HEADER_BYTES];
     write_vocab(
         &mut buf,
@@ -181,12 +212,17 @@ pub fn write_blob(
         let offset = buf.len();
         let int8 = cfg.quant == Quant::Int8 && id.is_matrix();
         let (dtype, scales) = if int8 {
-            let mut q = vec![0i8; cols];
+            let mut q = vec![0i8; rows * cols];
             let mut s = Vec::with_capacity(rows);
-            for row in values.chunks_exact(cols) {
-                s.push(quantize_row(row, &mut q));
-                buf.extend(q.iter().map(|&v| v as u8));
+            for (row, out) in values.chunks_exact(cols).zip(q.chunks_exact_mut(cols)) {
+                s.push(quantize_row(row, out));
             }
+            if panels {
+                let mut p = vec![0i8; rows * cols];
+                to_panels(&q, cols, &mut p);
+                q = p;
+            }
+            buf.extend(q.iter().map(|&v| v as u8));
             pad_to(&mut buf, ALIGN);
             let scales_offset = buf.len();
             s.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
@@ -223,6 +259,9 @@ pub fn write_blob(
     }
     if cfg.output_split == Split::Space {
         flags |= FLAG_OUTPUT_SPACE;
+    }
+    if panels {
+        flags |= FLAG_I8_PANELS;
     }
     let h = &mut buf[..HEADER_BYTES];
     h[field::MAGIC].copy_from_slice(&MAGIC);

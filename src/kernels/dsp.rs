@@ -13,70 +13,180 @@
 use super::dot_i8;
 use super::panel::{panel_dots_portable, GROUP_COLS, PANEL_ROWS};
 
-/// One 4-column group of a panel: r0 = weights, r1 = expanded activation, r4..r7 = the four
-/// rows' accumulators, r3 = scratch, r8..r11 = weight words, r12/lr = activation words.
+/// One 4-column group of a panel: r0 = weights, r1 = expanded activation, r4/r5/r8/r9 = the four
+/// rows' accumulators, r3 = scratch, r6/r7/r10/r11 = the rows' weight words, r12/lr = the two
+/// activation words.
 macro_rules! group {
     () => {
         "ldrd r12, lr, [r1], #8
-         ldm r0!, {{r8, r9, r10, r11}}
-         sxtb16 r3, r8
+         ldm r0!, {{r6, r7, r10, r11}}
+         sxtb16 r3, r6
          smlad r4, r3, r12, r4
-         sxtb16 r8, r8, ror #8
-         smlad r4, r8, lr, r4
-         sxtb16 r3, r9
+         sxtb16 r6, r6, ror #8
+         smlad r4, r6, lr, r4
+         sxtb16 r3, r7
          smlad r5, r3, r12, r5
-         sxtb16 r9, r9, ror #8
-         smlad r5, r9, lr, r5
+         sxtb16 r7, r7, ror #8
+         smlad r5, r7, lr, r5
          sxtb16 r3, r10
-         smlad r6, r3, r12, r6
+         smlad r8, r3, r12, r8
          sxtb16 r10, r10, ror #8
-         smlad r6, r10, lr, r6
+         smlad r8, r10, lr, r8
          sxtb16 r3, r11
-         smlad r7, r3, r12, r7
+         smlad r9, r3, r12, r9
          sxtb16 r11, r11, ror #8
-         smlad r7, r11, lr, r7"
+         smlad r9, r11, lr, r9"
     };
 }
 
 /// Dot products of the four rows of one panel body (`groups` groups of 16 bytes at `w`) with the
-/// expanded activation at `xe` (`2 * groups` words), stored into `acc[0..4]`.
-///
-/// The main loop runs four groups per iteration, then a loop over the remaining 0-3 groups.
-/// AAPCS: r0 = w, r1 = xe, r2 = groups, r3 = acc; r4-r11 and lr are saved on the stack.
+/// expanded activation `xe` (`2 * groups` words): four groups per iteration of the main loop,
+/// then the remaining 0-3 groups one at a time.
 ///
 /// # Safety
-/// `w` must be 4-byte aligned with `16 * groups` readable bytes, `xe` must have `2 * groups`
-/// readable words (4-byte aligned), and `acc` must point to four writable, aligned `i32`.
-#[unsafe(naked)]
-unsafe extern "C" fn panel4_dots(w: *const i8, xe: *const u32, groups: usize, acc: *mut [i32; 4]) {
-    core::arch::naked_asm!(
-        "push {{r1-r11, lr}}",
-        "movs r4, #0",
-        "movs r5, #0",
-        "movs r6, #0",
-        "movs r7, #0",
-        "lsrs r2, r2, #2",
-        "beq 3f",
-        "2:",
-        group!(),
-        group!(),
-        group!(),
-        group!(),
-        "subs r2, r2, #1",
-        "bne 2b",
-        "3:",
-        "ldr r2, [sp, #4]",
-        "ands r2, r2, #3",
-        "beq 5f",
-        "4:",
-        group!(),
-        "subs r2, r2, #1",
-        "bne 4b",
-        "5:",
-        "ldr r3, [sp, #8]",
-        "stm r3, {{r4, r5, r6, r7}}",
-        "pop {{r1-r11, pc}}",
-    )
+/// `w` must be 4-byte aligned with `16 * groups` readable bytes and `xe` must hold `2 * groups`
+/// words.
+#[inline(always)]
+unsafe fn panel4_dots(w: *const i8, xe: *const u32, groups: usize) -> [i32; 4] {
+    let (a0, a1, a2, a3): (i32, i32, i32, i32);
+    // SAFETY (of the block, given the caller's contract): it reads `16 * groups` bytes from `w`
+    // and `8 * groups` bytes from `xe`, writes no memory but the 16 bytes it pushes below the
+    // stack pointer, and restores r6 and r7 (LLVM's base and frame pointers, which cannot be
+    // operands) before it ends. Every other register it changes is an output or a clobber.
+    unsafe {
+        core::arch::asm!(
+            "push {{r2, r3, r6, r7}}",
+            "movs r4, #0",
+            "movs r5, #0",
+            "mov.w r8, #0",
+            "mov.w r9, #0",
+            "lsrs r2, r2, #2",
+            "beq 3f",
+            "2:",
+            group!(),
+            group!(),
+            group!(),
+            group!(),
+            "subs r2, r2, #1",
+            "bne 2b",
+            "3:",
+            "ldr r2, [sp]",
+            "ands r2, r2, #3",
+            "beq 5f",
+            "4:",
+            group!(),
+            "subs r2, r2, #1",
+            "bne 4b",
+            "5:",
+            "pop {{r2, r3, r6, r7}}",
+            inout("r0") w => _,
+            inout("r1") xe => _,
+            inout("r2") groups => _,
+            out("r3") _,
+            out("r4") a0,
+            out("r5") a1,
+            out("r8") a2,
+            out("r9") a3,
+            out("r10") _,
+            out("r11") _,
+            out("r12") _,
+            out("lr") _,
+        );
+    }
+    [a0, a1, a2, a3]
+}
+
+/// Where [`panel4_matvec`] finds a panel's scales and biases and puts its outputs; the routine
+/// advances the three pointers by one panel (four rows).
+#[repr(C)]
+struct Epilogue {
+    scales: *const f32,
+    bias: *const f32,
+    y: *mut f32,
+    x_scale: f32,
+}
+
+/// [`panel4_dots`] followed by the dequantizing epilogue of the panel's four rows in the same
+/// block: `y[i] = dot[i] as f32 * (scale[i] * x_scale) + bias[i]`, with `VCVT`, `VMUL` and the
+/// chained (not fused) `VMLA`, which rounds the product before adding: bit-identical to the
+/// portable expression.
+///
+/// # Safety
+/// As [`panel4_dots`]; in addition `e.scales` and `e.bias` must have four readable f32 and `e.y`
+/// four writable f32, all 4-byte aligned.
+#[cfg(picoformer_fpu)]
+#[inline(always)]
+unsafe fn panel4_matvec(w: *const i8, xe: *const u32, groups: usize, e: &mut Epilogue) {
+    // SAFETY (of the block, given the caller's contract): it reads `16 * groups` bytes from `w`,
+    // `8 * groups` bytes from `xe`, four f32 from `e.scales` and `e.bias` and `e` itself, writes
+    // four f32 to `e.y` and the three pointers of `e`, uses 16 bytes below the stack pointer and
+    // restores r6 and r7 before it ends; every other register it changes is declared.
+    unsafe {
+        core::arch::asm!(
+            "push {{r2, r3, r6, r7}}",
+            "movs r4, #0",
+            "movs r5, #0",
+            "mov.w r8, #0",
+            "mov.w r9, #0",
+            "lsrs r2, r2, #2",
+            "beq 3f",
+            "2:",
+            group!(),
+            group!(),
+            group!(),
+            group!(),
+            "subs r2, r2, #1",
+            "bne 2b",
+            "3:",
+            "ldr r2, [sp]",
+            "ands r2, r2, #3",
+            "beq 5f",
+            "4:",
+            group!(),
+            "subs r2, r2, #1",
+            "bne 4b",
+            "5:",
+            "ldr r3, [sp, #4]",
+            "ldm r3, {{r0, r1, r2}}",
+            "vldr s8, [r3, #12]",
+            "vldm r0!, {{s0-s3}}",
+            "vldm r1!, {{s4-s7}}",
+            "vmov s9, r4",
+            "vmov s10, r5",
+            "vmov s11, r8",
+            "vmov s12, r9",
+            "vcvt.f32.s32 s9, s9",
+            "vcvt.f32.s32 s10, s10",
+            "vcvt.f32.s32 s11, s11",
+            "vcvt.f32.s32 s12, s12",
+            "vmul.f32 s0, s0, s8",
+            "vmul.f32 s1, s1, s8",
+            "vmul.f32 s2, s2, s8",
+            "vmul.f32 s3, s3, s8",
+            "vmla.f32 s4, s9, s0",
+            "vmla.f32 s5, s10, s1",
+            "vmla.f32 s6, s11, s2",
+            "vmla.f32 s7, s12, s3",
+            "vstm r2!, {{s4-s7}}",
+            "stm r3, {{r0, r1, r2}}",
+            "pop {{r2, r3, r6, r7}}",
+            inout("r0") w => _,
+            inout("r1") xe => _,
+            inout("r2") groups => _,
+            inout("r3") e as *mut Epilogue => _,
+            out("r4") _,
+            out("r5") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            out("r12") _,
+            out("lr") _,
+            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
+            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
+            out("s8") _, out("s9") _, out("s10") _, out("s11") _, out("s12") _,
+        );
+    }
 }
 
 /// Calls `sink(row, dot)` with the exact i32 dot product of every row of the panel-layout matrix
@@ -98,12 +208,10 @@ pub fn panel_dots(w: &[i8], xq: &[i8], xe: &[u32], mut sink: impl FnMut(usize, i
     let t = xt.len().max(1);
     for (p, panel) in panels.chunks_exact(PANEL_ROWS * cols).enumerate() {
         let (body, tail) = panel.split_at(groups * PANEL_ROWS * GROUP_COLS);
-        let mut acc = [0i32; PANEL_ROWS];
         // SAFETY: `body` holds exactly `16 * groups` bytes and starts 4-byte aligned (`w` is
         // aligned and every panel is `4 * cols` bytes long); `xe` holds exactly `2 * groups`
-        // words; `acc` is a local `[i32; 4]`. The routine only reads those ranges, writes `acc`,
-        // and restores every callee-saved register (AAPCS).
-        unsafe { panel4_dots(body.as_ptr(), xe.as_ptr(), groups, &mut acc) };
+        // words.
+        let mut acc = unsafe { panel4_dots(body.as_ptr(), xe.as_ptr(), groups) };
         if !xt.is_empty() {
             for (a, wr) in acc.iter_mut().zip(tail.chunks_exact(t)) {
                 *a += dot_i8(wr, xt);
@@ -116,4 +224,108 @@ pub fn panel_dots(w: &[i8], xq: &[i8], xe: &[u32], mut sink: impl FnMut(usize, i
     for (i, row) in rest.chunks_exact(cols).enumerate() {
         sink(full * PANEL_ROWS + i, dot_i8(row, xq));
     }
+}
+
+/// `y = dequant(Wq xq) + bias` for a panel-layout matrix: the DSP kernel per panel, then the
+/// epilogue of four rows at once over fixed-size chunks (no per-row bounds checks). Bit-identical
+/// to `panel::matvec_i8_panels_portable`.
+#[inline(always)]
+pub fn matvec_panels(w: &[i8], scales: &[f32], xq: &[i8], xe: &[u32], x_scale: f32, bias: &[f32], y: &mut [f32]) {
+    let cols = xq.len().max(1);
+    let groups = xq.len() / GROUP_COLS;
+    let rows = y.len();
+    let full = rows / PANEL_ROWS;
+    let fits = w.len() >= rows * cols && scales.len() >= rows && bias.len() >= rows;
+    let (Some(xe), true, true) = (xe.get(..2 * groups), (w.as_ptr() as usize).is_multiple_of(4), fits) else {
+        super::panel::matvec_i8_panels_portable(w, scales, xq, x_scale, bias, y);
+        return;
+    };
+    let xt = xq.get(groups * GROUP_COLS..).unwrap_or(&[]);
+    #[cfg(picoformer_fpu)]
+    if xt.is_empty() {
+        let mut e = Epilogue {
+            scales: scales.as_ptr(),
+            bias: bias.as_ptr(),
+            y: y.as_mut_ptr(),
+            x_scale,
+        };
+        for panel in w.chunks_exact(PANEL_ROWS * cols).take(full) {
+            // SAFETY: `panel` is `16 * groups` bytes (no tail columns), 4-byte aligned (`w` is,
+            // and panels are `4 * cols` bytes); `xe` holds `2 * groups` words; `e` points at
+            // rows `4p .. 4p + 4` of `scales`, `bias` and `y`, all at least `4 * full` long
+            // (checked by `fits` above), and the routine advances it by four rows.
+            unsafe { panel4_matvec(panel.as_ptr(), xe.as_ptr(), groups, &mut e) };
+        }
+        rest_rows(w, scales, xq, x_scale, bias, y, full * PANEL_ROWS);
+        return;
+    }
+    let t = xt.len().max(1);
+    let (y4, _) = y.as_chunks_mut::<PANEL_ROWS>();
+    let (s4, _) = scales.as_chunks::<PANEL_ROWS>();
+    let (b4, _) = bias.as_chunks::<PANEL_ROWS>();
+    let panels = w.chunks_exact(PANEL_ROWS * cols);
+    for (((panel, yc), sc), bc) in panels.zip(y4.iter_mut()).zip(s4).zip(b4).take(full) {
+        let (body, tail) = panel.split_at(groups * PANEL_ROWS * GROUP_COLS);
+        // SAFETY: `body` holds exactly `16 * groups` bytes and starts 4-byte aligned (`w` is
+        // aligned and every panel is `4 * cols` bytes long); `xe` holds exactly `2 * groups`
+        // words.
+        let mut acc = unsafe { panel4_dots(body.as_ptr(), xe.as_ptr(), groups) };
+        if !xt.is_empty() {
+            tail_dots(&mut acc, tail, xt, t);
+        }
+        for (((yi, a), s), b) in yc.iter_mut().zip(acc).zip(sc).zip(bc) {
+            *yi = a as f32 * (s * x_scale) + b;
+        }
+    }
+    rest_rows(w, scales, xq, x_scale, bias, y, full * PANEL_ROWS);
+}
+
+/// The last `rows % 4` rows, stored row-major after the panels.
+#[inline(never)]
+fn rest_rows(w: &[i8], scales: &[f32], xq: &[i8], x_scale: f32, bias: &[f32], y: &mut [f32], done: usize) {
+    let cols = xq.len().max(1);
+    let rest = w.get(done * cols..).unwrap_or(&[]);
+    let tail_rows = y.iter_mut().zip(scales).zip(bias).skip(done);
+    for (((yi, s), b), row) in tail_rows.zip(rest.chunks_exact(cols)) {
+        *yi = dot_i8(row, xq) as f32 * (s * x_scale) + b;
+    }
+}
+
+/// Adds the last `cols % 4` columns of a panel's four rows (out of line: rare and short).
+#[inline(never)]
+fn tail_dots(acc: &mut [i32; PANEL_ROWS], tail: &[i8], xt: &[i8], t: usize) {
+    for (a, wr) in acc.iter_mut().zip(tail.chunks_exact(t)) {
+        *a += dot_i8(wr, xt);
+    }
+}
+
+/// Expands `xq` into `out` (see `panel::expand_activation_portable`): per group of four values
+/// one `LDR`, two `SXTB16` and one `STRD`. Returns the words written.
+#[inline(always)]
+pub fn expand_activation(xq: &[i8], out: &mut [u32]) -> usize {
+    let groups = (xq.len() / GROUP_COLS).min(out.len() / 2);
+    if groups == 0 {
+        return 0;
+    }
+    // SAFETY: reads `4 * groups <= xq.len()` bytes from `xq` (unaligned word loads are allowed
+    // on Armv7E-M and Armv8-M Mainline) and writes `2 * groups <= out.len()` words to `out`
+    // (4-byte aligned, as `STRD` needs). Changed registers are declared; flags may be clobbered.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {t0}, [{x}], #4",
+            "sxtb16 {t1}, {t0}",
+            "sxtb16 {t0}, {t0}, ror #8",
+            "strd {t1}, {t0}, [{o}], #8",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            x = inout(reg) xq.as_ptr() => _,
+            o = inout(reg) out.as_mut_ptr() => _,
+            n = inout(reg) groups => _,
+            t0 = out(reg) _,
+            t1 = out(reg) _,
+            options(nostack),
+        );
+    }
+    2 * groups
 }

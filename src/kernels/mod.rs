@@ -12,6 +12,8 @@ use crate::math;
 
 #[cfg(picoformer_dsp)]
 mod dsp;
+#[cfg(picoformer_fpu)]
+mod fpu;
 pub mod panel;
 
 /// Lanes of partial sums in the f32 dot product (fixed, so results do not depend on the target).
@@ -40,6 +42,16 @@ pub fn matvec_f32(w: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
     for ((yi, row), b) in y.iter_mut().zip(w.chunks_exact(cols)).zip(bias) {
         *yi = dot_f32(row, x) + b;
     }
+}
+
+/// `y = W x + bias` with the fastest kernel for this target: the `VMLA` kernel on hard-float
+/// Cortex-M, [`matvec_f32`] elsewhere. Bit-identical to [`matvec_f32`].
+#[inline]
+pub fn matvec_f32_fast(w: &[f32], x: &[f32], bias: &[f32], y: &mut [f32]) {
+    #[cfg(picoformer_fpu)]
+    fpu::matvec_f32(w, x, bias, y);
+    #[cfg(not(picoformer_fpu))]
+    matvec_f32(w, x, bias, y);
 }
 
 /// Dot product of two int8 vectors, accumulated exactly in i32.

@@ -96,7 +96,17 @@ pub fn panel_dots_portable(w: &[i8], xq: &[i8], mut sink: impl FnMut(usize, i32)
 /// two words `(x[4g] | x[4g+2] << 16)` and `(x[4g+1] | x[4g+3] << 16)` of sign-extended 16-bit
 /// halves, the pairs `SXTB16` produces from a word of weights (without and with `ROR #8`).
 /// Writes `2 * (xq.len() / 4)` words (fewer if `out` is shorter) and returns how many.
+/// Uses the DSP routine where there is one (identical words).
+#[inline]
 pub fn expand_activation(xq: &[i8], out: &mut [u32]) -> usize {
+    #[cfg(picoformer_dsp)]
+    return super::dsp::expand_activation(xq, out);
+    #[cfg(not(picoformer_dsp))]
+    expand_activation_portable(xq, out)
+}
+
+/// The portable [`expand_activation`].
+pub fn expand_activation_portable(xq: &[i8], out: &mut [u32]) -> usize {
     let half = |v: i8| u32::from(i16::from(v) as u16);
     let mut n = 0;
     for (x, o) in xq.chunks_exact(GROUP_COLS).zip(out.chunks_exact_mut(2)) {
@@ -143,11 +153,7 @@ pub fn panel_dots(w: &[i8], xq: &[i8], xe: &[u32], out: &mut [i32]) {
 #[inline(never)]
 pub fn matvec_i8_panels(w: &[i8], scales: &[f32], xq: &[i8], xe: &[u32], x_scale: f32, bias: &[f32], y: &mut [f32]) {
     #[cfg(picoformer_dsp)]
-    super::dsp::panel_dots(w, xq, xe, |r, dot| {
-        if let (Some(yi), Some(s), Some(b)) = (y.get_mut(r), scales.get(r), bias.get(r)) {
-            *yi = dot as f32 * (s * x_scale) + b;
-        }
-    });
+    super::dsp::matvec_panels(w, scales, xq, xe, x_scale, bias, y);
     #[cfg(not(picoformer_dsp))]
     {
         let _ = xe;

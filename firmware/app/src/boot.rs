@@ -121,6 +121,8 @@ pub fn run<S: Read + Write, C: InstrCounter>(board: Board<S, C>) -> i32 {
     }
     let (ws, rest) = buffer.split_at_mut(align4(model.workspace_bytes(beam)));
     let out_tokens = model.config().max_output_len;
+    // What the model leaves free serves `!bench` and `!selftest`.
+    let (rest, spare) = rest.split_at_mut(align4(2 * out_tokens).min(rest.len()));
     let out: &mut [u16] = match rest.get_mut(..2 * out_tokens) {
         Some(bytes) => match bytemuck::try_cast_slice_mut(bytes) {
             Ok(out) => out,
@@ -142,7 +144,7 @@ pub fn run<S: Read + Write, C: InstrCounter>(board: Board<S, C>) -> i32 {
         buffer: capacity,
         max_beam: beam,
     };
-    let mut server = Server::new(runner, out, counter, stack, setup);
+    let mut server = Server::new(runner, out, counter, stack, setup).with_scratch(spare);
     if server.announce(&mut serial).is_err() {
         return exit_code::SERIAL;
     }

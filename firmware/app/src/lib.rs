@@ -41,6 +41,7 @@ macro_rules! log_error {
 /// The engine, re-exported so board crates need no dependency of their own.
 pub use picoformer;
 
+pub mod bench;
 pub mod boot;
 pub mod cmsdk;
 pub mod nrf51;

@@ -10,6 +10,8 @@
 //! | `!icount`         | `ICOUNT instructions=N ticks=T tick_ps=P shift=S` for the last input    |
 //! | `!beam N` / `!beam` | `OK beam=N` / `BEAM beam=N max=M`                                     |
 //! | `!stack`          | `STACK peak=N size=M` (bytes, by stack painting)                        |
+//! | `!bench K R C`    | `BENCH kernel=K rows=R cols=C macs=.. portable=N optimized=N overhead=N` (K: `i8`, `f32`; see [`crate::bench`]) |
+//! | `!selftest [N]`   | `SELFTEST cases=N macs=M ok`: optimized kernels vs portable on N random shapes (default 200) |
 //! | `!quit`           | `BYE`, then the firmware exits with code 0                              |
 //!
 //! Lines end with `\n` (a trailing `\r` is dropped). `instructions` assumes that QEMU runs with
@@ -79,6 +81,12 @@ pub enum Request<'a> {
     Stack,
     /// `!quit`.
     Quit,
+    /// `!bench KERNEL ROWS COLS`.
+    Bench(crate::bench::Kernel, usize, usize),
+    /// `!selftest [CASES]`.
+    Selftest(usize),
+    /// `!bench` or `!selftest` with bad arguments.
+    BadBench,
     /// Any other `!` command.
     Unknown(&'a str),
 }
@@ -92,6 +100,9 @@ pub fn parse_request(line: &str) -> Request<'_> {
         return Request::Input(rest);
     }
     let mut words = rest.split_ascii_whitespace();
+    if rest.starts_with("bench") || rest.starts_with("selftest") {
+        return parse_bench(words);
+    }
     match (words.next(), words.next(), words.next()) {
         (Some("info"), None, _) => Request::Info,
         (Some("icount"), None, _) => Request::Icount,
@@ -104,6 +115,29 @@ pub fn parse_request(line: &str) -> Request<'_> {
         },
         (Some("beam"), Some(_), Some(_)) => Request::BadBeam(rest),
         _ => Request::Unknown(line),
+    }
+}
+
+/// Parses the words of `!bench K R C` and `!selftest [N]`.
+fn parse_bench<'a>(mut words: impl Iterator<Item = &'a str>) -> Request<'a> {
+    let num = |w: Option<&str>| w.and_then(|w| w.parse::<usize>().ok());
+    let first = words.next();
+    let args: [Option<&str>; 4] = [words.next(), words.next(), words.next(), words.next()];
+    match (first, args) {
+        (Some("selftest"), [None, ..]) => Request::Selftest(200),
+        (Some("selftest"), [n @ Some(_), None, ..]) => num(n).map_or(Request::BadBench, Request::Selftest),
+        (Some("bench"), [Some(k), r @ Some(_), c @ Some(_), None]) => {
+            let kernel = match k {
+                "i8" => crate::bench::Kernel::I8,
+                "f32" => crate::bench::Kernel::F32,
+                _ => return Request::BadBench,
+            };
+            match (num(r), num(c)) {
+                (Some(r), Some(c)) if r > 0 && c > 0 && r <= 4096 && c <= 4096 => Request::Bench(kernel, r, c),
+                _ => Request::BadBench,
+            }
+        }
+        _ => Request::BadBench,
     }
 }
 
@@ -202,6 +236,7 @@ pub struct Server<'m, 'b, 'w, C> {
     beam: usize,
     last_ticks: Option<u64>,
     line: [u8; LINE_BYTES],
+    scratch: &'w mut [u8],
 }
 
 impl<'m, 'b, 'w, C: InstrCounter> Server<'m, 'b, 'w, C> {
@@ -223,7 +258,14 @@ impl<'m, 'b, 'w, C: InstrCounter> Server<'m, 'b, 'w, C> {
             beam: 1,
             last_ticks: None,
             line: [0; LINE_BYTES],
+            scratch: &mut [],
         }
+    }
+
+    /// Gives `!bench` and `!selftest` the part of the static buffer the model does not use.
+    pub fn with_scratch(mut self, scratch: &'w mut [u8]) -> Self {
+        self.scratch = scratch;
+        self
     }
 
     /// Writes the boot line `READY <info>`.
@@ -310,8 +352,36 @@ impl<'m, 'b, 'w, C: InstrCounter> Server<'m, 'b, 'w, C> {
                 answer(serial, |w| w.write_str("BYE"))?;
                 Err(Outcome::Quit)
             }
+            Request::Bench(kernel, rows, cols) => {
+                let name = match kernel {
+                    crate::bench::Kernel::I8 => "i8",
+                    crate::bench::Kernel::F32 => "f32",
+                };
+                match crate::bench::bench(&mut self.counter, self.scratch, kernel, rows, cols) {
+                    Ok(r) => answer(serial, |w| {
+                        write!(
+                            w,
+                            "BENCH kernel={name} rows={rows} cols={cols} macs={} portable={} optimized={} overhead={} exact=1",
+                            rows * cols,
+                            r.portable,
+                            r.optimized,
+                            r.overhead
+                        )
+                    }),
+                    Err(e) => answer(serial, |w| write!(w, "ERR {e}")),
+                }
+            }
+            Request::Selftest(cases) => match crate::bench::selftest(self.scratch, cases, 0x5EED_0001) {
+                Ok(macs) => answer(serial, |w| write!(w, "SELFTEST cases={cases} macs={macs} ok")),
+                Err(e) => answer(serial, |w| write!(w, "ERR selftest failed: {e}")),
+            },
+            Request::BadBench => answer(serial, |w| {
+                w.write_str("ERR usage: !bench i8|f32 ROWS COLS, !selftest [CASES]")
+            }),
             Request::Unknown(_) => answer(serial, |w| {
-                w.write_str("ERR unknown command; commands: !info !icount !beam [N] !stack !quit (!!text sends !text)")
+                w.write_str(
+                    "ERR unknown command; commands: !info !icount !beam [N] !stack !bench K R C !selftest [N] !quit (!!text sends !text)",
+                )
             }),
         }
     }
@@ -447,6 +517,21 @@ mod tests {
         assert_eq!(parse_request("!beam 1 2"), Request::BadBeam("beam 1 2"));
         assert_eq!(parse_request("!info extra"), Request::Unknown("!info extra"));
         assert_eq!(parse_request("!"), Request::Unknown("!"));
+        assert_eq!(
+            parse_request("!bench i8 128 96"),
+            Request::Bench(crate::bench::Kernel::I8, 128, 96)
+        );
+        assert_eq!(
+            parse_request("!bench f32 2 3"),
+            Request::Bench(crate::bench::Kernel::F32, 2, 3)
+        );
+        assert_eq!(parse_request("!bench i4 2 3"), Request::BadBench);
+        assert_eq!(parse_request("!bench i8 0 3"), Request::BadBench);
+        assert_eq!(parse_request("!bench i8 2"), Request::BadBench);
+        assert_eq!(parse_request("!bench i8 2 3 4"), Request::BadBench);
+        assert_eq!(parse_request("!selftest"), Request::Selftest(200));
+        assert_eq!(parse_request("!selftest 7"), Request::Selftest(7));
+        assert_eq!(parse_request("!selftest x"), Request::BadBench);
     }
 
     #[test]
