@@ -115,20 +115,25 @@ mod timer_reg {
 /// Wraps of the 32-bit timer counted by [`CmsdkTimer::on_interrupt`] (its only writer).
 static WRAPS: AtomicU32 = AtomicU32::new(0);
 
-/// A CMSDK APB timer (25 MHz on MPS2) used as a 64-bit instruction counter: it counts down from
-/// 0xFFFF_FFFF and its wrap interrupt extends it to 64 bits.
+/// A CMSDK APB timer used as a 64-bit instruction counter: it counts down from 0xFFFF_FFFF and its
+/// wrap interrupt extends it to 64 bits. It ticks at the board's system clock: 25 MHz on QEMU's
+/// AN385/AN386/AN500, 20 MHz on the AN505.
 pub struct CmsdkTimer {
     base: usize,
+    tick_ps: u32,
 }
 
 impl CmsdkTimer {
     /// A driver for the timer at `base` (TIMER0: 0x4000_0000 on AN385/AN386/AN500, IRQ 8;
-    /// 0x5000_0000, secure alias, on AN505, IRQ 3).
+    /// 0x5000_0000, secure alias, on AN505, IRQ 3) clocked at `clock_hz`.
     ///
     /// # Safety
     /// `base` must be the address of a CMSDK APB timer that no other code accesses.
-    pub const unsafe fn new(base: usize) -> Self {
-        CmsdkTimer { base }
+    pub const unsafe fn new(base: usize, clock_hz: u32) -> Self {
+        CmsdkTimer {
+            base,
+            tick_ps: (1_000_000_000_000u64 / clock_hz as u64) as u32,
+        }
     }
 
     /// Starts the timer free-running from 0xFFFF_FFFF with its wrap interrupt enabled (enable the
@@ -170,6 +175,6 @@ impl InstrCounter for CmsdkTimer {
     }
 
     fn tick_ps(&self) -> u32 {
-        40_000
+        self.tick_ps
     }
 }

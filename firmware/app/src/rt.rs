@@ -168,6 +168,8 @@ pub struct Mps2 {
     pub timer: usize,
     /// TIMER0's interrupt number.
     pub timer_irq: u16,
+    /// TIMER0's clock (the board's system clock) in Hz.
+    pub timer_hz: u32,
     /// Widest beam to offer.
     pub max_beam: usize,
 }
@@ -186,7 +188,7 @@ fn mps2_timer_irq() {
 pub unsafe fn run_mps2(board: Mps2, buffer: &'static mut [u8]) -> ! {
     use crate::cmsdk::{CmsdkTimer, CmsdkUart};
     // SAFETY: the caller vouches for the addresses; nothing else touches these devices.
-    let (mut serial, mut timer) = unsafe { (CmsdkUart::new(board.uart), CmsdkTimer::new(board.timer)) };
+    let (mut serial, mut timer) = unsafe { (CmsdkUart::new(board.uart), CmsdkTimer::new(board.timer, board.timer_hz)) };
     serial.enable();
     MPS2_TIMER.store(board.timer, Ordering::Relaxed);
     set_irq_handler(board.timer_irq, mps2_timer_irq);

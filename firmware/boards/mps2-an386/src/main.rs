@@ -18,6 +18,7 @@ fn main() -> ! {
         uart: 0x4000_4000,
         timer: 0x4000_0000,
         timer_irq: 8,
+        timer_hz: 25_000_000,
         max_beam: picoformer_fw::picoformer::MAX_BEAM,
     };
     // SAFETY: UART0 and TIMER0 of this board's memory map.

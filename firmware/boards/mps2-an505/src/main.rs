@@ -19,6 +19,8 @@ fn main() -> ! {
         uart: 0x5020_0000,
         timer: 0x5000_0000,
         timer_irq: 3,
+        // QEMU clocks the AN505 (its timers included) at 20 MHz, the other MPS2 images at 25 MHz.
+        timer_hz: 20_000_000,
         max_beam: picoformer_fw::picoformer::MAX_BEAM,
     };
     // SAFETY: UART0 and TIMER0 of this board's memory map.
