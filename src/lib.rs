@@ -29,6 +29,7 @@ compile_error!("picoformer views little-endian blobs in place and supports littl
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod attention;
 pub mod blob;
 pub mod config;
 pub mod error;

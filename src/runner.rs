@@ -4,9 +4,10 @@
 //! and projects the cross-attention keys and values of every decoder layer once; each decoder step
 //! then appends one position to its beam's self-attention cache.
 
+use crate::attention::{self, KvView};
 use crate::config::{Config, NormPlacement, END, START};
 use crate::error::{Error, SYMBOL_REPORT_BYTES};
-use crate::kernels::{add_assign, argmax, layer_norm, layer_norm_into, log_softmax, relu, softmax};
+use crate::kernels::{add_assign, argmax, layer_norm, layer_norm_into, log_softmax, relu};
 use crate::model::{positional_encoding, Model};
 use crate::weights::{Activation, Attention, Ffn, Linear, Matrix, Norm};
 use crate::workspace::{Buffers, Scratch};
@@ -95,31 +96,6 @@ fn probe_hit(probe: &mut Probe<'_>, site: crate::tensors::Site, layer: usize, n:
     }
 }
 
-/// Scaled dot-product attention of one query over `n` keys/values, all heads:
-/// `ctx_h = softmax(q_h K_h^T / sqrt(d_k)) V_h`. `scores` receives the weights, `heads x n`.
-#[inline(never)]
-fn attend(q: &[f32], keys: &[f32], values: &[f32], n: usize, heads: usize, scores: &mut [f32], ctx: &mut [f32]) {
-    let d = q.len();
-    let dk = (d / heads.max(1)).max(1);
-    let scale = 1.0 / crate::math::sqrt(dk as f32);
-    let n = n.max(1);
-    let scores = scores.get_mut(..heads * n).unwrap_or(&mut []);
-    for (j, k_row) in keys.chunks_exact(d).take(n).enumerate() {
-        let per_head = q.chunks_exact(dk).zip(k_row.chunks_exact(dk));
-        for ((qh, kh), s) in per_head.zip(scores.iter_mut().skip(j).step_by(n)) {
-            *s = crate::kernels::dot_f32(qh, kh) * scale;
-        }
-    }
-    scores.chunks_exact_mut(n).for_each(softmax);
-    ctx.fill(0.0);
-    for (j, v_row) in values.chunks_exact(d).take(n).enumerate() {
-        let per_head = ctx.chunks_exact_mut(dk).zip(v_row.chunks_exact(dk));
-        for ((ch, vh), &p) in per_head.zip(scores.iter().skip(j).step_by(n)) {
-            ch.iter_mut().zip(vh).for_each(|(c, v)| *c += p * v);
-        }
-    }
-}
-
 /// `x = LN(x + y)` (post-LN) or `x = x + y` (pre-LN).
 fn residual(cfg: &Config, x: &mut [f32], y: &[f32], norm: &Norm<'_>) {
     add_assign(x, y);
@@ -153,11 +129,6 @@ fn embed(emb: &Matrix<'_>, token: u16, pos: usize, out: &mut [f32], tmp: &mut [f
     positional_encoding(pos, tmp);
     let scale = crate::math::sqrt(out.len() as f32);
     out.iter_mut().zip(tmp.iter()).for_each(|(o, p)| *o = *o * scale + p);
-}
-
-/// Mutable `row` of a row-major buffer with rows of `width`.
-fn row_mut(buf: &mut [f32], width: usize, row: usize) -> &mut [f32] {
-    buf.chunks_exact_mut(width.max(1)).nth(row).unwrap_or(&mut [])
 }
 
 /// Runs a [`Model`] with all its state in a caller-provided workspace.
@@ -419,22 +390,20 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             }
         }
 
-        let per_layer = cfg.max_input_len * d;
-        for (l, (ck, cv)) in cross_k
+        // Cross-attention keys and values of every decoder layer, projected once per input.
+        let (kv, rows, heads) = (cfg.kv_cache, cfg.max_input_len, cfg.heads);
+        let per_layer = crate::workspace::cross_chunk_words(cfg);
+        let layers = cross_k
             .chunks_exact_mut(per_layer)
-            .zip(cross_v.chunks_exact_mut(per_layer))
-            .enumerate()
-        {
+            .zip(cross_v.chunks_exact_mut(per_layer));
+        for (l, (ck, cv)) in layers.enumerate() {
             let cross = w.decoder(l).cross;
-            for ((xr, kr), vr) in x
-                .chunks_exact(d)
-                .zip(ck.chunks_exact_mut(d))
-                .zip(cv.chunks_exact_mut(d))
-                .take(n)
-            {
+            for (r, xr) in x.chunks_exact(d).take(n).enumerate() {
                 let act = Activation::new(xr, s.xq, cfg.quant);
-                cross.k.forward(&act, kr);
-                cross.v.forward(&act, vr);
+                cross.k.forward(&act, s.q);
+                attention::write_row(ck, kv, rows, heads, r, s.q);
+                cross.v.forward(&act, s.q);
+                attention::write_row(cv, kv, rows, heads, r, s.q);
             }
         }
     }
@@ -446,10 +415,10 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         let model = self.model;
         let cfg = model.config();
         let w = model.weights();
-        let d = cfg.d_model;
         let n = self.input_len;
         let positions = cfg.decoder_positions();
-        let slot_len = positions * d;
+        let slot_len = crate::workspace::self_chunk_words(cfg);
+        let (kv, heads) = (cfg.kv_cache, cfg.heads);
         let Buffers {
             shared,
             s,
@@ -460,7 +429,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         } = &mut self.buf;
         let kv_half = cfg.decoder_layers * self.max_beam * slot_len;
         let (self_k, self_v) = shared.split_at_mut(kv_half.min(shared.len()));
-        let cross_len = cfg.max_input_len * d;
+        let cross_len = crate::workspace::cross_chunk_words(cfg);
 
         embed(&w.tgt_embedding(), token, pos, x, s.a);
         for l in 0..cfg.decoder_layers {
@@ -474,10 +443,16 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             {
                 let act = Activation::new(s.a, s.xq, cfg.quant);
                 blk.self_attn.q.forward(&act, s.q);
-                blk.self_attn.k.forward(&act, row_mut(kc, d, pos));
-                blk.self_attn.v.forward(&act, row_mut(vc, d, pos));
+                blk.self_attn.k.forward(&act, s.ctx);
+                attention::write_row(kc, kv, positions, heads, pos, s.ctx);
+                blk.self_attn.v.forward(&act, s.ctx);
+                attention::write_row(vc, kv, positions, heads, pos, s.ctx);
             }
-            attend(s.q, kc, vc, pos + 1, cfg.heads, s.scores, s.ctx);
+            let (keys, values) = (
+                attention::view(kc, kv, positions, heads),
+                attention::view(vc, kv, positions, heads),
+            );
+            attention::attend(s.q, keys, values, pos + 1, heads, s.scores, s.ctx);
             probe_hit(probe, crate::tensors::Site::DecoderSelf, l, pos + 1, pos, s.scores);
             blk.self_attn.o.forward(&Activation::new(s.ctx, s.xq, cfg.quant), s.a);
             residual(cfg, x, s.a, &blk.norm1);
@@ -487,7 +462,12 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             let cv = cross_v.chunks_exact(cross_len).nth(l).unwrap_or(&[]);
             sublayer_input(cfg, x, &blk.norm2, s.a);
             blk.cross.q.forward(&Activation::new(s.a, s.xq, cfg.quant), s.q);
-            attend(s.q, ck, cv, n, cfg.heads, s.scores, s.ctx);
+            let rows = cfg.max_input_len;
+            let (keys, values) = (
+                attention::view(ck, kv, rows, heads),
+                attention::view(cv, kv, rows, heads),
+            );
+            attention::attend(s.q, keys, values, n, heads, s.scores, s.ctx);
             probe_hit(probe, crate::tensors::Site::DecoderCross, l, n, pos, s.scores);
             blk.cross.o.forward(&Activation::new(s.ctx, s.xq, cfg.quant), s.a);
             residual(cfg, x, s.a, &blk.norm2);
@@ -599,7 +579,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             if finished.len() >= width || next.is_empty() || pos == max {
                 break;
             }
-            alive = self.reassign_slots(&alive, &next, pos);
+            alive = self.reassign_slots(&alive, &next);
         }
 
         let best = finished
@@ -653,12 +633,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
 
     /// Gives every surviving extension a cache slot, copying caches and token prefixes where a
     /// parent has more than one child, then appends each extension's token.
-    fn reassign_slots(
-        &mut self,
-        alive: &[Hyp],
-        next: &[(usize, u16, f32)],
-        pos: usize,
-    ) -> heapless::Vec<Hyp, MAX_BEAM> {
+    fn reassign_slots(&mut self, alive: &[Hyp], next: &[(usize, u16, f32)]) -> heapless::Vec<Hyp, MAX_BEAM> {
         let mut parent_used: heapless::Vec<bool, MAX_BEAM> = alive.iter().map(|_| false).collect();
         let mut slot_busy = [false; MAX_BEAM];
         let mut result: heapless::Vec<Hyp, MAX_BEAM> = heapless::Vec::new();
@@ -696,7 +671,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
                 *b = true;
             }
             let parent_slot = next.get(i).and_then(|&(p, _, _)| alive.get(p)).map_or(0, |h| h.slot);
-            self.copy_slot(parent_slot, free, pos + 1);
+            self.copy_slot(parent_slot, free);
             if let Some(h) = result.get_mut(i) {
                 h.slot = free;
             }
@@ -718,16 +693,15 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         result
     }
 
-    /// Copies cache positions `0..positions` and the token prefix of slot `from` into slot `to`.
-    fn copy_slot(&mut self, from: usize, to: usize, positions: usize) {
+    /// Copies the self-attention caches (every layer's keys and values) and the token prefix of
+    /// slot `from` into slot `to`.
+    fn copy_slot(&mut self, from: usize, to: usize) {
         let cfg = self.model.config();
-        let d = cfg.d_model;
-        let slot_len = cfg.decoder_positions() * d;
-        let used = (positions * d).min(slot_len);
+        let chunk = crate::workspace::self_chunk_words(cfg);
         for l in 0..cfg.decoder_layers * 2 {
-            // Caches are [k | v], each [layer][slot][pos][d].
+            // Caches are [k | v], each [layer][slot] chunks.
             let base = l * self.max_beam;
-            copy_within_chunks(self.buf.shared, slot_len, base + from, base + to, used);
+            copy_within_chunks(self.buf.shared, chunk, base + from, base + to, chunk);
         }
         let max = cfg.max_output_len.max(1);
         copy_within_chunks_u16(self.buf.beam_tokens, max, from, to, max);
@@ -781,7 +755,7 @@ fn self_attention_row(
 ) {
     sublayer_input(cfg, xr, norm, s.a);
     attn.q.forward(&Activation::new(s.a, s.xq, cfg.quant), s.q);
-    attend(s.q, k, v, n, cfg.heads, s.scores, s.ctx);
+    attention::attend(s.q, KvView::F32(k), KvView::F32(v), n, cfg.heads, s.scores, s.ctx);
     attn.o.forward(&Activation::new(s.ctx, s.xq, cfg.quant), s.a);
     residual(cfg, xr, s.a, norm);
 }

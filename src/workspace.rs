@@ -11,13 +11,14 @@ use crate::error::Error;
 /// Byte sizes of every buffer, for a config and a maximum beam width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkspaceLayout {
-    /// Cross-attention keys and values: 2 x decoder layers x max input x d_model f32.
+    /// Cross-attention keys and values: 2 x decoder layers x max input rows (f32, or int8 with a
+    /// scale per row and head; see `attention::chunk_words`).
     pub cross_kv: usize,
     /// Shared region: max(encoder activations/keys/values, decoder self-attention cache).
     pub shared: usize,
     /// Of which the encoder needs: 3 x max input x d_model f32.
     pub encoder_bulk: usize,
-    /// Of which the decoder self-attention cache needs: 2 x layers x beams x positions x d_model f32.
+    /// Of which the decoder self-attention cache needs: 2 x layers x beams x positions rows.
     pub self_kv: usize,
     /// Per-vector scratch: 4 x d_model + d_ff + heads x max(positions) + output vocab f32, plus the
     /// int8 copy of one activation vector and its expansion into halfwords (3 bytes per value).
@@ -38,9 +39,9 @@ impl WorkspaceLayout {
         let d = cfg.d_model;
         let beams = max_beam.max(1);
         let positions = cfg.decoder_positions();
-        let cross_kv = 2 * cfg.decoder_layers * cfg.max_input_len * d * F32;
+        let cross_kv = 2 * cfg.decoder_layers * cross_chunk_words(cfg) * F32;
         let encoder_bulk = 3 * cfg.max_input_len * d * F32;
-        let self_kv = 2 * cfg.decoder_layers * beams * positions * d * F32;
+        let self_kv = 2 * cfg.decoder_layers * beams * self_chunk_words(cfg) * F32;
         let scores = cfg.heads * cfg.max_input_len.max(positions);
         let scratch = (4 * d + cfg.d_ff + scores + cfg.output_vocab) * F32 + xq_bytes(d.max(cfg.d_ff));
         let tokens = round4(2 * cfg.max_input_len) + 2 * round4(2 * beams * cfg.max_output_len);
@@ -58,6 +59,16 @@ impl WorkspaceLayout {
     pub fn total_bytes(&self) -> usize {
         self.cross_kv + self.shared + self.scratch + self.tokens
     }
+}
+
+/// f32 words of one cross-attention cache chunk (one layer's keys or values of every input position).
+pub(crate) fn cross_chunk_words(cfg: &Config) -> usize {
+    crate::attention::chunk_words(cfg.kv_cache, cfg.max_input_len, cfg.d_model, cfg.heads)
+}
+
+/// f32 words of one self-attention cache chunk (one layer's keys or values of one beam).
+pub(crate) fn self_chunk_words(cfg: &Config) -> usize {
+    crate::attention::chunk_words(cfg.kv_cache, cfg.decoder_positions(), cfg.d_model, cfg.heads)
 }
 
 /// Bytes of the int8 activation scratch for vectors of up to `n` values: the int8 copy, then (at a
@@ -120,7 +131,7 @@ impl<'w> Buffers<'w> {
         }
         let d = cfg.d_model;
         let beams = max_beam.max(1);
-        let kv = cfg.decoder_layers * cfg.max_input_len * d;
+        let kv = cfg.decoder_layers * cross_chunk_words(cfg);
         let scores = cfg.heads * cfg.max_input_len.max(cfg.decoder_positions());
         let mut rest = buf;
         let r = &mut rest;

@@ -220,7 +220,7 @@ fn panel_flag_is_refused_on_f32_blobs_and_unknown_flags_still_are() {
         Model::from_blob(good.as_bytes()).is_ok(),
         "the option is ignored for f32 blobs"
     );
-    for flag in [FLAG_I8_PANELS, 1 << 5, 1 << 31] {
+    for flag in [FLAG_I8_PANELS, 1 << 6, 1 << 31] {
         let mut bytes = good.as_bytes().to_vec();
         let f = u32::from_le_bytes(bytes[field::FLAGS].try_into().unwrap()) | flag;
         bytes[field::FLAGS].copy_from_slice(&f.to_le_bytes());

@@ -324,3 +324,61 @@ fn attention_probe_reports_normalized_weights() {
         Error::BadProbe
     );
 }
+
+/// Int8 key/value caches (a quarter of the cache RAM) stay close to f32 caches: same logits within a
+/// quantization-sized tolerance, and the same greedy tokens on most inputs.
+#[test]
+fn int8_kv_cache_is_close_to_f32() {
+    let cfg32 = config(NormPlacement::Pre, false, Quant::F32);
+    let mut cfg8 = cfg32;
+    cfg8.kv_cache = Quant::Int8;
+    let tensors = varied_length_tensors(&cfg32, 21);
+    let (b32, b8) = (blob(&cfg32, &tensors), blob(&cfg8, &tensors));
+    let (m32, m8) = (
+        Model::from_blob(b32.as_bytes()).unwrap(),
+        Model::from_blob(b8.as_bytes()).unwrap(),
+    );
+    assert_eq!(m8.config().kv_cache, Quant::Int8);
+    let layout32 = m32.workspace_layout(4);
+    let layout8 = m8.workspace_layout(4);
+    // d 16 with 4 heads: 16 int8 values and 4 f32 scales per row against 16 f32 values.
+    assert_eq!(layout8.cross_kv * 2, layout32.cross_kv, "{layout8:?} vs {layout32:?}");
+    assert_eq!(layout8.self_kv * 2, layout32.self_kv);
+    let mut w32 = workspace(m32.workspace_bytes(4));
+    let mut w8 = workspace(m8.workspace_bytes(4));
+    let mut r32 = Runner::new(&m32, w32.as_bytes_mut(), 4).unwrap();
+    let mut r8 = Runner::new(&m8, w8.as_bytes_mut(), 4).unwrap();
+    let mut rng = Rng::new(31);
+    let all = inputs(&mut rng, 100, cfg32.max_input_len);
+    let (mut same, mut worst) = (0, 0.0f32);
+    for input in &all {
+        let dec = [1u16, 3, 4, 5];
+        let mut a = Vec::new();
+        r32.teacher_forced(input, &dec, &mut |_, l| a.extend_from_slice(l))
+            .unwrap();
+        let mut i = 0;
+        r8.teacher_forced(input, &dec, &mut |_, l| {
+            for v in l {
+                worst = worst.max((v - a[i]).abs());
+                i += 1;
+            }
+        })
+        .unwrap();
+        for opts in [DecodeOptions::greedy(), DecodeOptions::beam(4)] {
+            let (mut o32, mut o8) = ([0u16; 16], [0u16; 16]);
+            let x = r32.translate_tokens(input, &opts, &mut o32).unwrap();
+            let y = r8.translate_tokens(input, &opts, &mut o8).unwrap();
+            same += usize::from(o32[..x.len] == o8[..y.len]);
+        }
+    }
+    assert!(worst < 0.1, "int8 caches move logits by {worst}");
+    assert!(
+        same * 100 >= 2 * all.len() * 85,
+        "int8 caches matched f32 on only {same}/{}",
+        2 * all.len()
+    );
+    eprintln!(
+        "int8 KV cache: worst logit difference {worst}, same outputs {same}/{}",
+        2 * all.len()
+    );
+}

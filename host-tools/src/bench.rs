@@ -187,6 +187,7 @@ mod board {
             norm: NormPlacement::Pre,
             tied_output: false,
             quant: Quant::Int8,
+            kv_cache: Quant::F32,
             input_split: Split::Chars,
             output_split: Split::Space,
             layer_norm_eps: 1e-5,

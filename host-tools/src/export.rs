@@ -43,6 +43,17 @@ pub struct ExportArgs {
     /// Which weights to export.
     #[arg(long, value_enum, default_value_t = WhichArg::Best)]
     pub which: WhichArg,
+    /// Storage of the attention key/value caches on the device: f32, or int8 with a scale per row
+    /// and head (about a quarter of the cache RAM; costs a little accuracy, check with `eval`).
+    #[arg(long, value_enum, default_value_t = QuantArg::F32)]
+    pub kv_cache: QuantArg,
+    /// Longest input the device accepts, in symbols (default: the checkpoint's, i.e. the longest
+    /// training input plus headroom). Smaller values shrink the workspace; longer inputs get an error.
+    #[arg(long)]
+    pub max_input_len: Option<usize>,
+    /// Most output tokens the device decodes (default: the checkpoint's).
+    #[arg(long)]
+    pub max_output_len: Option<usize>,
     /// TSV whose inputs check the blob against the trainer (default: the checkpoint's dev set).
     #[arg(long)]
     pub check_data: Option<PathBuf>,
@@ -61,14 +72,40 @@ pub struct Check {
     pub compared: usize,
     /// Inputs with identical output tokens.
     pub identical: usize,
-    /// Inputs skipped (a symbol outside the vocabulary, or too long).
+    /// Inputs skipped (a symbol outside the vocabulary, too long, or an output cut at the length limit).
     pub skipped: usize,
 }
 
+/// What the exported model looks like on the device, beyond the checkpoint's weights.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceOptions {
+    /// Weight storage.
+    pub quant: Quant,
+    /// Key/value cache storage.
+    pub kv_cache: Quant,
+    /// Overrides the checkpoint's maximum input length.
+    pub max_input_len: Option<usize>,
+    /// Overrides the checkpoint's maximum output length.
+    pub max_output_len: Option<usize>,
+}
+
 /// Builds the blob bytes of a checkpoint.
-pub fn blob_of(ck: &Checkpoint, quant: Quant) -> Result<Vec<u8>> {
+pub fn blob_of(ck: &Checkpoint, dev: &DeviceOptions) -> Result<Vec<u8>> {
     let mut cfg = ck.config.arch().engine_config();
-    cfg.quant = quant;
+    cfg.quant = dev.quant;
+    cfg.kv_cache = dev.kv_cache;
+    if let Some(n) = dev.max_input_len {
+        if n == 0 {
+            bail!("--max-input-len must be at least 1");
+        }
+        cfg.max_input_len = n;
+    }
+    if let Some(n) = dev.max_output_len {
+        if n == 0 {
+            bail!("--max-output-len must be at least 1");
+        }
+        cfg.max_output_len = n;
+    }
     let split = |s: crate::tsv::Split| match s {
         crate::tsv::Split::Chars => picoformer::Split::Chars,
         crate::tsv::Split::Space => picoformer::Split::Space,
@@ -98,6 +135,8 @@ pub fn check_against_trainer(ck: &Checkpoint, blob: &AlignedBytes, inputs: &[Str
     let mut skipped = 0;
     for input in inputs {
         match runner.translate(input, &DecodeOptions::greedy(), &mut out) {
+            // An output cut at a shorter --max-output-len than the trainer's is not comparable.
+            Ok(d) if d.truncated => skipped += 1,
             Ok(d) => {
                 engine_outputs.push(out[..d.len].iter().map(|&t| u32::from(t)).collect::<Vec<u32>>());
                 ids.push(vocabs.encode_input(input));
@@ -137,21 +176,34 @@ pub fn run(args: ExportArgs) -> Result<()> {
         WhichArg::Last => Which::Last,
     };
     let ck = Checkpoint::load(&args.checkpoint, which)?;
-    let quant = match args.quant {
+    let to_quant = |q: QuantArg| match q {
         QuantArg::F32 => Quant::F32,
         QuantArg::Int8 => Quant::Int8,
     };
-    let bytes = blob_of(&ck, quant)?;
+    let quant = to_quant(args.quant);
+    let device = DeviceOptions {
+        quant,
+        kv_cache: to_quant(args.kv_cache),
+        max_input_len: args.max_input_len,
+        max_output_len: args.max_output_len,
+    };
+    let bytes = blob_of(&ck, &device)?;
     let aligned = AlignedBytes::new(&bytes);
     let model = Model::from_blob(aligned.as_bytes()).map_err(|e| anyhow::anyhow!("exported blob is invalid: {e}"))?;
 
     let check = if args.check_n == 0 {
         None
     } else {
-        let data = args
-            .check_data
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&ck.config.train.dev));
+        let data = args.check_data.clone().unwrap_or_else(|| {
+            // Runs recorded before paths were stored absolute: relative to the run's directory.
+            let recorded = PathBuf::from(&ck.config.train.dev);
+            let beside = args.checkpoint.join("..").join(&recorded);
+            if recorded.is_relative() && !recorded.exists() && beside.exists() {
+                beside
+            } else {
+                recorded
+            }
+        });
         if !data.exists() {
             bail!(
                 "no data for the self-check: {} does not exist (give --check-data, or --check-n 0)",
@@ -165,7 +217,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         )?)
     };
     if let Some(c) = check {
-        if quant == Quant::F32 && c.identical != c.compared {
+        if quant == Quant::F32 && device.kv_cache == Quant::F32 && c.identical != c.compared {
             bail!(
                 "self-check failed: the engine and the trainer disagree on {} of {} inputs; blob not written",
                 c.compared - c.identical,
@@ -200,7 +252,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 c.identical,
                 c.compared,
                 if c.skipped > 0 {
-                    format!(" ({} skipped: outside the vocabulary or too long)", c.skipped)
+                    format!(
+                        " ({} skipped: outside the vocabulary, too long, or cut at the length limit)",
+                        c.skipped
+                    )
                 } else {
                     String::new()
                 }

@@ -49,6 +49,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         "file": args.model.display().to_string(),
         "format_version": picoformer::FORMAT_VERSION,
         "quant": quant,
+        "kv_cache": if c.kv_cache == Quant::Int8 { "int8" } else { "f32" },
         "params": model.param_count(),
         "flash_bytes": model.blob_bytes(),
         "workspace_bytes": ws.total_bytes(),
@@ -91,7 +92,11 @@ pub fn run(args: InspectArgs) -> Result<()> {
         norm,
         if c.tied_output { " | tied output" } else { "" }
     );
-    println!("weights    {quant}, {} parameters", model.param_count());
+    println!(
+        "weights    {quant}, {} parameters; attention caches {}",
+        model.param_count(),
+        if c.kv_cache == Quant::Int8 { "int8" } else { "f32" }
+    );
     println!(
         "flash      {} bytes ({:.1} KiB)",
         model.blob_bytes(),

@@ -38,6 +38,7 @@ fn g2p_shaped(quant: Quant, d_model: usize, d_ff: usize) -> Config {
         norm: NormPlacement::Pre,
         tied_output: false,
         quant,
+        kv_cache: Quant::F32,
         input_split: Split::Chars,
         output_split: Split::Space,
         layer_norm_eps: 1e-5,

@@ -61,6 +61,7 @@ fn small_config(quant: Quant, norm: NormPlacement) -> Config {
         norm,
         tied_output: norm == NormPlacement::Pre,
         quant,
+        kv_cache: Quant::F32,
         input_split: Split::Chars,
         output_split: Split::Space,
         layer_norm_eps: 1e-5,
@@ -151,12 +152,15 @@ fn every_board_gives_the_host_engines_outputs_in_f32_and_int8() {
     let inputs = fixed_inputs();
     for board in Board::ALL {
         let elf = firmware(board);
-        for (quant, norm, tag) in [
-            (Quant::F32, NormPlacement::Post, "f32"),
-            (Quant::Int8, NormPlacement::Pre, "int8"),
+        for (quant, norm, kv_cache, tag) in [
+            (Quant::F32, NormPlacement::Post, Quant::F32, "f32"),
+            (Quant::Int8, NormPlacement::Pre, Quant::F32, "int8"),
+            (Quant::Int8, NormPlacement::Post, Quant::Int8, "int8"),
         ] {
-            let cfg = small_config(quant, norm);
-            let blob = write_random_blob(&cfg, 42, &format!("{}-{tag}", board.name()));
+            let mut cfg = small_config(quant, norm);
+            cfg.kv_cache = kv_cache;
+            let kv = if kv_cache == Quant::Int8 { "-kv8" } else { "" };
+            let blob = write_random_blob(&cfg, 42, &format!("{}-{tag}{kv}", board.name()));
             let out = qemu::run_session(board, &elf, &blob, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
             let expected = host(&blob, &inputs, 1);
             assert!(
@@ -204,7 +208,7 @@ fn every_board_gives_the_host_engines_outputs_in_f32_and_int8() {
             let peak = out.stack_peak.expect("stack");
             assert!(peak > 0 && peak < out.stack_size.unwrap());
             eprintln!(
-                "{:<11} {tag:<4} params={} blob={}B workspace={} instructions/input={mean} peak_stack={peak}B",
+                "{:<11} {tag:<4}{kv:<4} params={} blob={}B workspace={} instructions/input={mean} peak_stack={peak}B",
                 board.name(),
                 out.info["params"],
                 model_bytes.len(),

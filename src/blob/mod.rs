@@ -85,7 +85,10 @@ pub const FLAG_OUTPUT_SPACE: u32 = 1 << 3;
 /// Flag: int8 matrices are stored in 4-row panels (see `kernels::panel`), the layout the DSP
 /// kernel reads; only valid with int8 quantization.
 pub const FLAG_I8_PANELS: u32 = 1 << 4;
-const KNOWN_FLAGS: u32 = FLAG_PRE_LN | FLAG_TIED_OUTPUT | FLAG_INPUT_SPACE | FLAG_OUTPUT_SPACE | FLAG_I8_PANELS;
+/// Flag: attention key/value caches are int8 with a scale per row and head (else f32).
+pub const FLAG_KV_INT8: u32 = 1 << 5;
+const KNOWN_FLAGS: u32 =
+    FLAG_PRE_LN | FLAG_TIED_OUTPUT | FLAG_INPUT_SPACE | FLAG_OUTPUT_SPACE | FLAG_I8_PANELS | FLAG_KV_INT8;
 
 /// Element type code of f32 tensors.
 pub const DTYPE_F32: u8 = 0;
@@ -246,6 +249,11 @@ fn parse_config(b: &[u8]) -> Result<Config, BlobError> {
         },
         tied_output: flags & FLAG_TIED_OUTPUT != 0,
         quant,
+        kv_cache: if flags & FLAG_KV_INT8 != 0 {
+            Quant::Int8
+        } else {
+            Quant::F32
+        },
         input_split: split(FLAG_INPUT_SPACE),
         output_split: split(FLAG_OUTPUT_SPACE),
         layer_norm_eps: eps,

@@ -263,6 +263,9 @@ pub fn write_blob_with(
     if panels {
         flags |= FLAG_I8_PANELS;
     }
+    if cfg.kv_cache == Quant::Int8 {
+        flags |= FLAG_KV_INT8;
+    }
     let h = &mut buf[..HEADER_BYTES];
     h[field::MAGIC].copy_from_slice(&MAGIC);
     h[field::VERSION].copy_from_slice(&FORMAT_VERSION.to_le_bytes());

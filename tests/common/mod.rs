@@ -44,6 +44,7 @@ pub fn config(norm: NormPlacement, tied: bool, quant: Quant) -> Config {
         norm,
         tied_output: tied,
         quant,
+        kv_cache: Quant::F32,
         input_split: Split::Chars,
         output_split: Split::Space,
         layer_norm_eps: 1e-5,

@@ -105,6 +105,7 @@ impl Arch {
             },
             tied_output: s.tied_output,
             quant: picoformer::Quant::F32,
+            kv_cache: picoformer::Quant::F32,
             input_split: picoformer::Split::Chars,
             output_split: picoformer::Split::Chars,
             layer_norm_eps: s.layer_norm_eps,

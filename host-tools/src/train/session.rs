@@ -321,8 +321,15 @@ fn setup(args: &TrainArgs) -> Result<Setup> {
         patience: t.patience,
         eval_every: t.eval_every,
         seed: t.seed,
-        data: data.display().to_string(),
-        dev: dev.display().to_string(),
+        // Absolute, so `export` finds the dev set for its self-check from any directory.
+        data: std::fs::canonicalize(data)
+            .unwrap_or_else(|_| data.to_path_buf())
+            .display()
+            .to_string(),
+        dev: std::fs::canonicalize(dev)
+            .unwrap_or_else(|_| dev.to_path_buf())
+            .display()
+            .to_string(),
     };
     let config = CheckpointConfig {
         format: checkpoint::FORMAT.into(),
