@@ -71,14 +71,28 @@ pub fn panel_dots_portable(w: &[i8], xq: &[i8], mut sink: impl FnMut(usize, i32)
     for (p, panel) in panels.chunks_exact(PANEL_ROWS * cols).enumerate() {
         let (body, tail) = panel.split_at(groups * PANEL_ROWS * GROUP_COLS);
         let mut acc = [0i32; PANEL_ROWS];
-        for (g, x) in body
-            .chunks_exact(PANEL_ROWS * GROUP_COLS)
-            .zip(xg.chunks_exact(GROUP_COLS))
-        {
-            for (a, wr) in acc.iter_mut().zip(g.chunks_exact(GROUP_COLS)) {
-                *a += dot_i8(wr, x);
-            }
+        // Fixed-size groups, written out so the loop stays tight at every opt-level (the firmware
+        // is built for size): each group is four activations against four rows of four weights.
+        let (groups_w, _) = body.as_chunks::<{ PANEL_ROWS * GROUP_COLS }>();
+        let (groups_x, _) = xg.as_chunks::<GROUP_COLS>();
+        let dot4 = |w: &[i8], x: [i32; 4]| -> i32 {
+            let (w4, _) = w.as_chunks::<GROUP_COLS>();
+            let [w0, w1, w2, w3] = w4.first().copied().unwrap_or([0; 4]);
+            i32::from(w0) * x[0] + i32::from(w1) * x[1] + i32::from(w2) * x[2] + i32::from(w3) * x[3]
+        };
+        let [mut a0, mut a1, mut a2, mut a3] = acc;
+        for (g, x) in groups_w.iter().zip(groups_x) {
+            let &[x0, x1, x2, x3] = x;
+            let x = [i32::from(x0), i32::from(x1), i32::from(x2), i32::from(x3)];
+            let (r01, r23) = g.split_at(2 * GROUP_COLS);
+            let (r0, r1) = r01.split_at(GROUP_COLS);
+            let (r2, r3) = r23.split_at(GROUP_COLS);
+            a0 += dot4(r0, x);
+            a1 += dot4(r1, x);
+            a2 += dot4(r2, x);
+            a3 += dot4(r3, x);
         }
+        acc = [a0, a1, a2, a3];
         let t = xt.len().max(1);
         for (a, wr) in acc.iter_mut().zip(tail.chunks_exact(t)) {
             *a += dot_i8(wr, xt);
