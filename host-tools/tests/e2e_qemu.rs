@@ -374,3 +374,56 @@ fn a_thousand_random_lines_leave_the_firmware_responsive() {
         );
     }
 }
+
+/// Every shipped model (`models/*.pfb`) answers on every board it fits exactly as the host engine
+/// does; a board it does not fit refuses it plainly before QEMU starts.
+#[test]
+fn shipped_models_give_the_host_engines_outputs_on_every_board() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let mut blobs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("models/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pfb"))
+        .collect();
+    blobs.sort();
+    assert!(!blobs.is_empty(), "no shipped models in {}", dir.display());
+    for blob in &blobs {
+        let bytes = qemu::read_blob(blob).unwrap();
+        let model = Model::from_blob(bytes.as_bytes()).unwrap();
+        // Inputs from the model's own vocabulary, plus one it cannot take.
+        let symbols: Vec<&str> = model.vocab().input_symbols().skip(1).collect();
+        let sep = if model.config().input_split == Split::Space {
+            " "
+        } else {
+            ""
+        };
+        let mut rng = Rng(7);
+        let mut inputs: Vec<String> = (0..24)
+            .map(|_| {
+                let len = 1 + rng.below(model.config().max_input_len.min(10));
+                (0..len)
+                    .map(|_| symbols[rng.below(symbols.len())])
+                    .collect::<Vec<_>>()
+                    .join(sep)
+            })
+            .collect();
+        inputs.push("\u{263a}".to_string());
+        let expected = host(blob, &inputs, 1);
+        for board in Board::ALL {
+            if let Err(e) = qemu::check_fits(board, &model) {
+                assert!(e.to_string().contains(board.name()), "{e}");
+                eprintln!("{:<11} {}: does not fit: {e}", board.name(), blob.display());
+                continue;
+            }
+            let out = qemu::run_session(board, &firmware(board), blob, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
+            assert_same(board, &blob.display().to_string(), &out.answers, &expected, &inputs);
+            let n = out.instructions.len().max(1) as u64;
+            eprintln!(
+                "{:<11} {}: identical to host, {} instructions/input",
+                board.name(),
+                blob.display(),
+                out.instructions.iter().sum::<u64>() / n
+            );
+        }
+    }
+}

@@ -234,8 +234,9 @@ fn decode_chunk(net: Net, tape: &mut Tape, ex: &[&Example]) -> Vec<Vec<u32>> {
                 continue;
             }
             let row = &logits[b * l.out.out..(b + 1) * l.out.out];
-            let mut best = 0;
-            for (i, &v) in row.iter().enumerate() {
+            // PAD and START are never produced (as in the engine's greedy decoding).
+            let mut best = END as usize;
+            for (i, &v) in row.iter().enumerate().skip(END as usize) {
                 if v > row[best] {
                     best = i;
                 }
