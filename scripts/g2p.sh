@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The G2P recipe end to end, on one machine: CMUdict data, training (models/g2p-en.toml) within a
+# time budget, quantization-aware fine-tuning, int8 export with int8 attention caches, and dev and
+# test evaluation (greedy and beam) with the no_std engine. Rerunning it resumes where it stopped.
+#
+#   usage: scripts/g2p.sh [OUT_DIR]        (default runs/g2p-en)
+#   env:   G2P_MINUTES   training budget in minutes (default 90)
+#          G2P_QAT_EPOCHS  QAT epochs (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/g2p-en}
+minutes=${G2P_MINUTES:-90}
+qat_epochs=${G2P_QAT_EPOCHS:-3}
+cargo build --release --locked --quiet -p picoformer-host-tools
+picoformer=$PWD/target/release/picoformer
+mkdir -p "$out"
+start=$SECONDS
+
+[ -f "$out/data/test.tsv" ] || "$picoformer" data cmudict --out "$out/data"
+
+finished() { [ -f "$1/state.json" ] && grep -q '"finished": true' "$1/state.json"; }
+if finished "$out/ck"; then
+  echo "training already finished in $out/ck" >&2
+elif [ -f "$out/ck/state.json" ]; then
+  "$picoformer" train --resume "$out/ck" --max-minutes "$minutes" --json > "$out/train.json"
+else
+  "$picoformer" train --config models/g2p-en.toml --data "$out/data/train.tsv" --dev "$out/data/dev.tsv" \
+    --out "$out/ck" --max-minutes "$minutes" --json > "$out/train.json"
+fi
+"$picoformer" plot "$out/ck" --out "$out/curves.png"
+
+if finished "$out/qat"; then
+  echo "QAT already finished in $out/qat" >&2
+elif [ -f "$out/qat/state.json" ]; then
+  "$picoformer" train --resume "$out/qat" --json > "$out/qat.json"
+else
+  "$picoformer" train --init "$out/ck" --qat --epochs "$qat_epochs" --data "$out/data/train.tsv" \
+    --dev "$out/data/dev.tsv" --out "$out/qat" --json > "$out/qat.json"
+fi
+
+device=(--kv-cache int8 --max-input-len 22 --max-output-len 22)
+"$picoformer" export --checkpoint "$out/ck" --quant f32 "${device[@]}" --out "$out/g2p-en-f32.pfb"
+"$picoformer" export --checkpoint "$out/qat" --quant int8 "${device[@]}" --out "$out/g2p-en.pfb"
+for blob in g2p-en-f32 g2p-en; do
+  for split in dev test; do
+    for beam in 1 3; do
+      "$picoformer" eval --model "$out/$blob.pfb" --data "$out/data/$split.tsv" --beam "$beam" --json \
+        > "$out/eval-$blob-$split-beam$beam.json"
+      echo "$blob $split beam $beam: $(cat "$out/eval-$blob-$split-beam$beam.json")"
+    done
+  done
+done
+echo "done in $((SECONDS - start)) s; the blob is $out/g2p-en.pfb"
