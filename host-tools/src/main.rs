@@ -1,19 +1,7 @@
 //! `picoformer`: train small sequence-to-sequence Transformers on a PC and run them on Cortex-M.
 
 use clap::{Parser, Subcommand};
-
-mod bench;
-mod data;
-mod engine;
-mod eval;
-mod export;
-mod inspect;
-mod metrics;
-mod plot;
-mod predict;
-mod qemu;
-mod train;
-mod tsv;
+use picoformer_host_tools::{bench, data, eval, export, inspect, plot, predict, qemu, train};
 
 /// Train small encoder-decoder Transformers on CPU and run them, bit for bit, on Cortex-M microcontrollers.
 #[derive(Parser, Debug)]

@@ -44,7 +44,6 @@ pub enum Board {
 
 impl Board {
     /// Every board, in a fixed order.
-    #[allow(dead_code)] // used by tests/e2e_qemu.rs
     pub const ALL: [Board; 5] = [
         Board::Mps2An385,
         Board::Mps2An386,
@@ -494,7 +493,6 @@ pub struct SessionOutput {
 }
 
 /// Runs `inputs` through the firmware greedily, with `!icount` after each and `!stack` at the end.
-#[allow(dead_code)] // used by tests/e2e_qemu.rs
 pub fn run_session(board: Board, firmware: &Path, blob: &Path, inputs: &[String]) -> Result<SessionOutput> {
     let opts = SessionOptions {
         icount: true,

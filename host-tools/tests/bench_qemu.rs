@@ -6,15 +6,7 @@
 //! Needs `qemu-system-arm` and the thumb targets. The generated blobs are left in
 //! `target/bench-models/` for `picoformer bench --board ... --model ...` by hand.
 
-#[allow(dead_code)]
-#[path = "../src/metrics.rs"]
-mod metrics;
-#[allow(dead_code)]
-#[path = "../src/qemu.rs"]
-mod qemu;
-#[allow(dead_code)]
-#[path = "../src/tsv.rs"]
-mod tsv;
+use picoformer_host_tools::qemu;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

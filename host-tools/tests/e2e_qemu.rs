@@ -5,16 +5,7 @@
 //! Needs `qemu-system-arm` and the thumb targets; each board's release firmware is built once per
 //! test run (sequentially, incrementally).
 
-// The CLI's runner and the modules it uses, compiled into this test crate.
-#[allow(dead_code)]
-#[path = "../src/metrics.rs"]
-mod metrics;
-#[allow(dead_code)]
-#[path = "../src/qemu.rs"]
-mod qemu;
-#[allow(dead_code)]
-#[path = "../src/tsv.rs"]
-mod tsv;
+use picoformer_host_tools::qemu;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,9 +1,7 @@
 //! `picoformer plot` and the attention heat map write valid, readable PNGs; bad inputs give one-line
 //! errors naming the file.
 
-#[allow(dead_code)]
-#[path = "../src/plot/mod.rs"]
-mod plot;
+use picoformer_host_tools::plot;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -240,7 +240,7 @@ pub fn training_curves(path: &Path, rows: &[LogRow], title: &str) -> anyhow::Res
         }
         Ok(())
     })?;
-    write_atomic(path, &png)
+    crate::fsutil::write_atomic(path, &png)
 }
 
 /// Draws a heat map of attention `weights` (row-major, `row_labels.len()` rows by
@@ -376,7 +376,7 @@ pub fn attention_map(
         }
         Ok(())
     })?;
-    write_atomic(path, &png)
+    crate::fsutil::write_atomic(path, &png)
 }
 
 /// A white-to-dark-blue colour for `v` in 0..=1 (clamped).
@@ -460,20 +460,4 @@ where
 /// Converts a plotters error (not `Send + Sync` for every backend) to anyhow.
 fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing failed: {e}")
-}
-
-/// Writes `bytes` to `NAME.tmp` beside `path`, then renames it to `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()));
-    }
-    Ok(())
 }

@@ -3,8 +3,7 @@
 //! atomically (`NAME.tmp`, fsync, rename).
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -147,7 +146,6 @@ impl Weights {
     }
 
     /// The tensor called `name`.
-    #[allow(dead_code)] // API for `export` and `eval`
     pub fn get(&self, name: &str) -> Option<(&[usize], &[f32])> {
         self.tensors
             .iter()
@@ -156,13 +154,11 @@ impl Weights {
     }
 
     /// Number of tensors.
-    #[allow(dead_code)] // API for `export` and `eval`
     pub fn len(&self) -> usize {
         self.tensors.len()
     }
 
     /// True when there are no tensors.
-    #[allow(dead_code)] // API for `export` and `eval`
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
@@ -259,23 +255,7 @@ fn read_named(path: &Path, layout: &Layout, prefix: &str) -> Result<Weights> {
     Ok(Weights { tensors })
 }
 
-/// Writes `bytes` to `path` atomically: `path.tmp`, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = PathBuf::from(path);
-    tmp.as_mut_os_string().push(".tmp");
-    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(f);
-    fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
+pub use crate::fsutil::write_atomic;
 
 fn le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()

@@ -57,7 +57,6 @@ impl TrainModel {
 
     /// Logits `[dec_input.len() x out_vocab]`, row-major, for one example in evaluation mode (no
     /// dropout). `dec_input` is what the decoder reads, normally `[START, y1 .. yk]`.
-    #[allow(dead_code)] // called by `export`'s self-check and by tests
     pub fn logits(&self, input: &[u32], dec_input: &[u32]) -> Vec<f32> {
         let mut layout;
         let mut l = &self.layout;
