@@ -168,9 +168,36 @@ pub fn panel_dots(w: &[i8], xq: &[i8], xe: &[u32], out: &mut [i32]) {
 pub fn matvec_i8_panels(w: &[i8], scales: &[f32], xq: &[i8], xe: &[u32], x_scale: f32, bias: &[f32], y: &mut [f32]) {
     #[cfg(picoformer_dsp)]
     super::dsp::matvec_panels(w, scales, xq, xe, x_scale, bias, y);
-    #[cfg(not(picoformer_dsp))]
+    #[cfg(all(not(picoformer_dsp), feature = "std", target_arch = "x86_64"))]
+    {
+        let _ = xe;
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of calling a
+            // function compiled with `target_feature(enable = "avx2")`.
+            unsafe { x86::matvec_avx2(w, scales, xq, x_scale, bias, y) };
+        } else {
+            matvec_i8_panels_portable(w, scales, xq, x_scale, bias, y);
+        }
+    }
+    #[cfg(all(not(picoformer_dsp), not(all(feature = "std", target_arch = "x86_64"))))]
     {
         let _ = xe;
         matvec_i8_panels_portable(w, scales, xq, x_scale, bias, y);
+    }
+}
+
+/// The host's int8 kernel: the portable code compiled for AVX2, which the compiler vectorizes (the
+/// default x86-64 target only has SSE2). Integer sums, so results are identical to the portable
+/// kernel's; `tests/kernels_panel.rs` checks it on hosts with AVX2.
+#[cfg(all(not(picoformer_dsp), feature = "std", target_arch = "x86_64"))]
+mod x86 {
+    /// [`super::matvec_i8_panels_portable`] with AVX2 enabled.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn matvec_avx2(w: &[i8], scales: &[f32], xq: &[i8], x_scale: f32, bias: &[f32], y: &mut [f32]) {
+        super::panel_dots_portable(w, xq, |r, dot| {
+            if let (Some(yi), Some(s), Some(b)) = (y.get_mut(r), scales.get(r), bias.get(r)) {
+                *yi = dot as f32 * (s * x_scale) + b;
+            }
+        });
     }
 }
