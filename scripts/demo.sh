@@ -9,4 +9,6 @@ echo "building the picoformer CLI and the Cortex-M4 firmware (the first time tak
 cargo build --release --locked --quiet -p picoformer-host-tools
 picoformer=target/release/picoformer
 
-"$picoformer" qemu --board mps2-an386 --model models/reverse.pfb picoformer transformer attention cortex
+# English words, words the dictionary lacks, and invented names: letters to phonemes (ARPAbet).
+"$picoformer" qemu --board mps2-an386 --model models/g2p-en.pfb \
+  hello microcontroller transformer picoformer quibbleton zorblat mcflurry

@@ -4,13 +4,13 @@
 # test evaluation (greedy and beam) with the no_std engine. Rerunning it resumes where it stopped.
 #
 #   usage: scripts/g2p.sh [OUT_DIR]        (default runs/g2p-en)
-#   env:   G2P_MINUTES   training budget in minutes (default 90)
-#          G2P_QAT_EPOCHS  QAT epochs (default 3)
+#   env:   G2P_MINUTES   training budget in minutes (default 85)
+#          G2P_QAT_EPOCHS  QAT epochs (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/g2p-en}
-minutes=${G2P_MINUTES:-90}
-qat_epochs=${G2P_QAT_EPOCHS:-3}
+minutes=${G2P_MINUTES:-85}
+qat_epochs=${G2P_QAT_EPOCHS:-2}
 cargo build --release --locked --quiet -p picoformer-host-tools
 picoformer=$PWD/target/release/picoformer
 mkdir -p "$out"
@@ -39,8 +39,15 @@ else
 fi
 
 device=(--kv-cache int8 --max-input-len 22 --max-output-len 22)
-"$picoformer" export --checkpoint "$out/ck" --quant f32 "${device[@]}" --out "$out/g2p-en-f32.pfb"
-"$picoformer" export --checkpoint "$out/qat" --quant int8 "${device[@]}" --out "$out/g2p-en.pfb"
+"$picoformer" export --checkpoint "$out/ck" --quant f32 --out "$out/g2p-en-f32.pfb"
+"$picoformer" export --checkpoint "$out/ck" --quant int8 "${device[@]}" --out "$out/plain.pfb"
+"$picoformer" export --checkpoint "$out/qat" --quant int8 "${device[@]}" --out "$out/qat.pfb"
+# Keep whichever int8 blob has the lower dev WER (dev only: the test split is for the final report).
+dev_wer() { "$picoformer" eval --model "$1" --data "$out/data/dev.tsv" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["wer"])'; }
+plain=$(dev_wer "$out/plain.pfb"); qat=$(dev_wer "$out/qat.pfb")
+if python3 -c "import sys; sys.exit(0 if $qat < $plain else 1)"; then best=qat; else best=plain; fi
+echo "dev WER: plain int8 $plain, after QAT $qat: keeping $best" >&2
+cp "$out/$best.pfb" "$out/g2p-en.pfb"
 for blob in g2p-en-f32 g2p-en; do
   for split in dev test; do
     for beam in 1 3; do
