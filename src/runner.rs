@@ -701,10 +701,10 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         for l in 0..cfg.decoder_layers * 2 {
             // Caches are [k | v], each [layer][slot] chunks.
             let base = l * self.max_beam;
-            copy_within_chunks(self.buf.shared, chunk, base + from, base + to, chunk);
+            copy_chunk(self.buf.shared, chunk, base + from, base + to);
         }
         let max = cfg.max_output_len.max(1);
-        copy_within_chunks_u16(self.buf.beam_tokens, max, from, to, max);
+        copy_chunk(self.buf.beam_tokens, max, from, to);
     }
 }
 
@@ -720,23 +720,12 @@ fn insert_candidate(cands: &mut heapless::Vec<Cand, { 2 * MAX_BEAM }>, cap: usiz
     let _ = cands.insert(at, c);
 }
 
-fn copy_within_chunks(buf: &mut [f32], chunk: usize, from: usize, to: usize, len: usize) {
-    if from == to {
-        return;
-    }
-    let src = from * chunk;
-    if let (Some(_), Some(_)) = (buf.get(src..src + len), buf.get(to * chunk..to * chunk + len)) {
-        buf.copy_within(src..src + len, to * chunk);
-    }
-}
-
-fn copy_within_chunks_u16(buf: &mut [u16], chunk: usize, from: usize, to: usize, len: usize) {
-    if from == to {
-        return;
-    }
-    let src = from * chunk;
-    if let (Some(_), Some(_)) = (buf.get(src..src + len), buf.get(to * chunk..to * chunk + len)) {
-        buf.copy_within(src..src + len, to * chunk);
+/// Copies chunk `from` of `buf` (chunks of `chunk` elements) over chunk `to`; out-of-range
+/// indices (impossible: slots are below the runner's beam width) copy nothing.
+fn copy_chunk<T: Copy>(buf: &mut [T], chunk: usize, from: usize, to: usize) {
+    let (src, dst) = (from * chunk, to * chunk);
+    if from != to && buf.get(src..src + chunk).is_some() && buf.get(dst..dst + chunk).is_some() {
+        buf.copy_within(src..src + chunk, dst);
     }
 }
 

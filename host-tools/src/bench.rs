@@ -72,6 +72,7 @@ fn random_inputs(model: &picoformer::Model<'_>, n: usize) -> Vec<String> {
 
 /// Runs `picoformer bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    crate::engine::check_beam(args.beam)?;
     if let Some(board) = args.board {
         return board::run(&args, board);
     }

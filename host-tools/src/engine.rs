@@ -8,6 +8,14 @@ use picoformer::blob::writer::{workspace, AlignedBytes};
 use picoformer::{DecodeOptions, Model, Runner};
 use rayon::prelude::*;
 
+/// Checks a `--beam` value against the engine's widest beam.
+pub fn check_beam(beam: usize) -> Result<()> {
+    if beam == 0 || beam > picoformer::MAX_BEAM {
+        anyhow::bail!("--beam {beam} is outside 1..={}", picoformer::MAX_BEAM);
+    }
+    Ok(())
+}
+
 /// Reads a blob file into 16-byte aligned memory and validates it.
 pub fn load_blob(path: &Path) -> Result<AlignedBytes> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;

@@ -56,9 +56,7 @@ pub fn evaluate(
     threads: usize,
 ) -> Result<Evaluation> {
     let model = engine::model(bytes)?;
-    if beam == 0 || beam > picoformer::MAX_BEAM {
-        anyhow::bail!("--beam {beam} is outside 1..={}", picoformer::MAX_BEAM);
-    }
+    crate::engine::check_beam(beam)?;
     let pairs = crate::tsv::read_pairs(data)?;
     let split = match model.config().output_split {
         picoformer::Split::Space => crate::tsv::Split::Space,

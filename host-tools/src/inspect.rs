@@ -31,9 +31,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let bytes = crate::engine::load_blob(&args.model)?;
     let model = crate::engine::model(&bytes)?;
     let c = model.config();
-    if args.beam == 0 || args.beam > picoformer::MAX_BEAM {
-        anyhow::bail!("--beam {} is outside 1..={}", args.beam, picoformer::MAX_BEAM);
-    }
+    crate::engine::check_beam(args.beam)?;
     let ws = model.workspace_layout(args.beam);
     let quant = match c.quant {
         Quant::F32 => "f32",

@@ -35,9 +35,7 @@ pub struct PredictArgs {
 pub fn run(args: PredictArgs) -> Result<()> {
     let bytes = engine::load_blob(&args.model)?;
     let model = engine::model(&bytes)?;
-    if args.beam == 0 || args.beam > picoformer::MAX_BEAM {
-        anyhow::bail!("--beam {} is outside 1..={}", args.beam, picoformer::MAX_BEAM);
-    }
+    crate::engine::check_beam(args.beam)?;
     let mut ws = workspace(model.workspace_bytes(args.beam));
     let mut runner = Runner::new(&model, ws.as_bytes_mut(), args.beam)?;
     let opts = DecodeOptions::beam(args.beam);

@@ -13,8 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use picoformer::blob::writer::AlignedBytes;
-use picoformer::{DecodeOptions, Model, Runner, Split};
+use picoformer::{DecodeOptions, Model, Split};
 
 use crate::metrics;
 
@@ -154,8 +153,8 @@ pub struct QemuArgs {
 
 /// Runs `picoformer qemu`.
 pub fn run(args: QemuArgs) -> Result<()> {
-    let blob = read_blob(&args.model)?;
-    let model = Model::from_blob(blob.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
+    let blob = crate::engine::load_blob(&args.model)?;
+    let model = crate::engine::model(&blob)?;
     check_fits(args.board, &model)?;
     if args.beam == 0 || args.beam > args.board.max_beam() {
         bail!(
@@ -283,12 +282,6 @@ fn answer_inputs(args: &QemuArgs, firmware: &Path, model: &Model<'_>, blob: &[u8
         bail!("the board's answers differ from the host engine's");
     }
     Ok(())
-}
-
-/// Reads a blob file into 16-byte aligned memory.
-pub fn read_blob(path: &Path) -> Result<AlignedBytes> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(AlignedBytes::new(&bytes))
 }
 
 /// Checks, before starting QEMU, that a model fits the board's blob region and static buffer at
@@ -699,22 +692,11 @@ fn printable_tail(bytes: &[u8]) -> String {
 /// refused inputs).
 pub fn host_outputs(blob: &[u8], inputs: &[String], beam: usize) -> Result<Vec<String>> {
     let model = Model::from_blob(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut ws = picoformer::blob::writer::workspace(model.workspace_bytes(beam));
-    let mut runner = Runner::new(&model, ws.as_bytes_mut(), beam).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut out = vec![0u16; model.config().max_output_len];
-    let opts = if beam == 1 {
-        DecodeOptions::greedy()
-    } else {
-        DecodeOptions::beam(beam)
-    };
-    Ok(inputs
-        .iter()
-        .map(|input| match runner.translate(input, &opts, &mut out) {
-            Ok(d) => {
-                let mut s = String::new();
-                let _ = model.vocab().write_output(&out[..d.len], &mut s);
-                s
-            }
+    let predictions = crate::engine::predict_all(&model, inputs, &DecodeOptions::beam(beam), 0)?;
+    Ok(predictions
+        .into_iter()
+        .map(|p| match p {
+            Ok(tokens) => crate::engine::join_output(&model, &tokens),
             Err(e) => format!("ERR {e}"),
         })
         .collect())

@@ -127,7 +127,7 @@ fn fixed_inputs() -> Vec<String> {
 }
 
 fn host(blob: &std::path::Path, inputs: &[String], beam: usize) -> Vec<String> {
-    let bytes = qemu::read_blob(blob).expect("read blob");
+    let bytes = picoformer_host_tools::engine::load_blob(blob).expect("read blob");
     qemu::host_outputs(bytes.as_bytes(), inputs, beam).expect("host outputs")
 }
 
@@ -269,7 +269,7 @@ fn a_model_too_big_for_the_microbit_is_refused_plainly() {
     cfg.max_input_len = 32;
     cfg.max_output_len = 32;
     let blob = write_random_blob(&cfg, 3, "too-big");
-    let bytes = qemu::read_blob(&blob).unwrap();
+    let bytes = picoformer_host_tools::engine::load_blob(&blob).unwrap();
     let model = Model::from_blob(bytes.as_bytes()).unwrap();
     // The host refuses before starting QEMU...
     let err = qemu::check_fits(Board::Microbit, &model).expect_err("must not fit");
@@ -379,7 +379,7 @@ fn shipped_models_give_the_host_engines_outputs_on_every_board() {
     blobs.sort();
     assert!(!blobs.is_empty(), "no shipped models in {}", dir.display());
     for blob in &blobs {
-        let bytes = qemu::read_blob(blob).unwrap();
+        let bytes = picoformer_host_tools::engine::load_blob(blob).unwrap();
         let model = Model::from_blob(bytes.as_bytes()).unwrap();
         // Inputs from the model's own vocabulary, plus one it cannot take.
         let symbols: Vec<&str> = model.vocab().input_symbols().skip(1).collect();

@@ -39,6 +39,45 @@ macro_rules! group {
     };
 }
 
+/// The dot products of one panel body, shared by both kernels: saves r2, r3, r6, r7 (r2 = group
+/// count, r3 = the caller's pointer, restored by the caller's `pop`), zeroes the four accumulators,
+/// runs four groups per iteration, then the remaining 0-3 groups; ends at label 5 with the sums in
+/// r4, r5, r8, r9.
+macro_rules! panel_loop {
+    () => {
+        concat!(
+            "push {{r2, r3, r6, r7}}\n",
+            "movs r4, #0\n",
+            "movs r5, #0\n",
+            "mov.w r8, #0\n",
+            "mov.w r9, #0\n",
+            "lsrs r2, r2, #2\n",
+            "beq 3f\n",
+            "2:\n",
+            group!(),
+            "\n",
+            group!(),
+            "\n",
+            group!(),
+            "\n",
+            group!(),
+            "\n",
+            "subs r2, r2, #1\n",
+            "bne 2b\n",
+            "3:\n",
+            "ldr r2, [sp]\n",
+            "ands r2, r2, #3\n",
+            "beq 5f\n",
+            "4:\n",
+            group!(),
+            "\n",
+            "subs r2, r2, #1\n",
+            "bne 4b\n",
+            "5:"
+        )
+    };
+}
+
 /// Dot products of the four rows of one panel body (`groups` groups of 16 bytes at `w`) with the
 /// expanded activation `xe` (`2 * groups` words): four groups per iteration of the main loop,
 /// then the remaining 0-3 groups one at a time.
@@ -55,29 +94,7 @@ unsafe fn panel4_dots(w: *const i8, xe: *const u32, groups: usize) -> [i32; 4] {
     // operands) before it ends. Every other register it changes is an output or a clobber.
     unsafe {
         core::arch::asm!(
-            "push {{r2, r3, r6, r7}}",
-            "movs r4, #0",
-            "movs r5, #0",
-            "mov.w r8, #0",
-            "mov.w r9, #0",
-            "lsrs r2, r2, #2",
-            "beq 3f",
-            "2:",
-            group!(),
-            group!(),
-            group!(),
-            group!(),
-            "subs r2, r2, #1",
-            "bne 2b",
-            "3:",
-            "ldr r2, [sp]",
-            "ands r2, r2, #3",
-            "beq 5f",
-            "4:",
-            group!(),
-            "subs r2, r2, #1",
-            "bne 4b",
-            "5:",
+            panel_loop!(),
             "pop {{r2, r3, r6, r7}}",
             inout("r0") w => _,
             inout("r1") xe => _,
@@ -123,29 +140,7 @@ unsafe fn panel4_matvec(w: *const i8, xe: *const u32, groups: usize, e: &mut Epi
     // restores r6 and r7 before it ends; every other register it changes is declared.
     unsafe {
         core::arch::asm!(
-            "push {{r2, r3, r6, r7}}",
-            "movs r4, #0",
-            "movs r5, #0",
-            "mov.w r8, #0",
-            "mov.w r9, #0",
-            "lsrs r2, r2, #2",
-            "beq 3f",
-            "2:",
-            group!(),
-            group!(),
-            group!(),
-            group!(),
-            "subs r2, r2, #1",
-            "bne 2b",
-            "3:",
-            "ldr r2, [sp]",
-            "ands r2, r2, #3",
-            "beq 5f",
-            "4:",
-            group!(),
-            "subs r2, r2, #1",
-            "bne 4b",
-            "5:",
+            panel_loop!(),
             "ldr r3, [sp, #4]",
             "ldm r3, {{r0, r1, r2}}",
             "vldr s8, [r3, #12]",
