@@ -16,6 +16,7 @@ cargo fmt --all -- --check
 
 step "clippy: host"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p picoformer --all-targets --locked --features profile -- -D warnings
 
 step "clippy: the engine on every Cortex-M target"
 for target in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf; do
@@ -27,5 +28,6 @@ step "firmware: clippy and release build for every board"
 
 step "tests (engine, CLI, end to end under QEMU)"
 cargo test --workspace --locked
+cargo test -p picoformer --locked --features profile --test profile
 
 step "all tests passed"

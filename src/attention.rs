@@ -8,6 +8,7 @@
 
 use crate::config::Quant;
 use crate::kernels::softmax;
+use crate::profile::{self, Phase};
 
 /// f32 words one chunk of `rows` rows takes.
 pub fn chunk_words(precision: Quant, rows: usize, d: usize, heads: usize) -> usize {
@@ -47,6 +48,7 @@ pub fn view(words: &[f32], precision: Quant, rows: usize, heads: usize) -> KvVie
 
 /// Stores `src` (d values) as row `row` of the chunk `words`.
 pub fn write_row(words: &mut [f32], precision: Quant, rows: usize, heads: usize, row: usize, src: &[f32]) {
+    let _p = profile::scope(Phase::CacheWrite);
     let d = src.len().max(1);
     match precision {
         Quant::F32 => {
@@ -77,17 +79,7 @@ pub fn write_row(words: &mut [f32], precision: Quant, rows: usize, heads: usize,
 /// Dot product of f32 and int8 vectors with eight fixed partial sums, as `kernels::dot_f32`.
 #[inline]
 fn dot_f32_i8(a: &[f32], b: &[i8]) -> f32 {
-    let (ac, ar) = a.as_chunks::<8>();
-    let (bc, br) = b.as_chunks::<8>();
-    let mut acc = [0.0f32; 8];
-    for (ca, cb) in ac.iter().zip(bc) {
-        for ((s, x), &y) in acc.iter_mut().zip(ca).zip(cb) {
-            *s += x * f32::from(y);
-        }
-    }
-    let tail: f32 = ar.iter().zip(br).map(|(x, &y)| x * f32::from(y)).sum();
-    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
-    (((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))) + tail
+    crate::kernels::dot_lanes(a, b, |&y: &i8| f32::from(y))
 }
 
 /// Scaled dot-product attention of one query over the first `n` cached keys and values, all heads:
@@ -102,6 +94,7 @@ pub fn attend(
     scores: &mut [f32],
     ctx: &mut [f32],
 ) {
+    let _p = profile::scope(Phase::Attention);
     let d = q.len().max(1);
     let heads = heads.max(1);
     let dk = (d / heads).max(1);
@@ -126,7 +119,10 @@ pub fn attend(
             }
         }
     }
-    scores.chunks_exact_mut(n).for_each(softmax);
+    {
+        let _p = profile::scope(Phase::Softmax);
+        scores.chunks_exact_mut(n).for_each(softmax);
+    }
     ctx.fill(0.0);
     match values {
         KvView::F32(v) => {

@@ -36,6 +36,7 @@ pub mod error;
 pub mod kernels;
 pub mod math;
 pub mod model;
+pub mod profile;
 pub mod quant;
 pub mod runner;
 pub mod tensors;

@@ -26,16 +26,30 @@ pub fn round_half_away(x: f32) -> i32 {
 ///
 /// An all-zero (or empty) input gets scale 0 and all-zero output. Pairs beyond the shorter of the
 /// two slices are left untouched.
+///
+/// Written for the instruction count on Cortex-M (the engine quantizes every activation vector):
+/// the running maximum is a compare-and-select, not `f32::max` (a `fmaxf` call per value on
+/// Armv7E-M: it had made quantization 13% of a G2P model's instructions), and no clamp is needed:
+/// with `inv = 127 / max` rounded and `|v| <= max`, `|v * inv| <= 127 (1 + 2^-24)^2 < 127.00002`,
+/// which rounds to at most 127. NaN inputs are skipped by the maximum (as `f32::max` skips them)
+/// and become 0; an infinite input gives an all-zero row, as before.
 #[inline(never)]
 pub fn quantize_row(x: &[f32], out: &mut [i8]) -> f32 {
-    let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let max = x.iter().fold(0.0f32, |m, v| {
+        let a = v.abs();
+        if a > m {
+            a
+        } else {
+            m
+        }
+    });
     if max == 0.0 || !max.is_finite() {
         out.iter_mut().for_each(|q| *q = 0);
         return 0.0;
     }
     let inv = QMAX / max;
     for (q, &v) in out.iter_mut().zip(x) {
-        *q = round_half_away(v * inv).clamp(-127, 127) as i8;
+        *q = round_half_away(v * inv) as i8;
     }
     max / QMAX
 }

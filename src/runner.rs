@@ -9,6 +9,7 @@ use crate::config::{Config, NormPlacement, END, START};
 use crate::error::{Error, SYMBOL_REPORT_BYTES};
 use crate::kernels::{add_assign, argmax, layer_norm, layer_norm_into, log_softmax, relu};
 use crate::model::{positional_encoding, Model};
+use crate::profile::{self, Phase};
 use crate::weights::{Activation, Attention, Ffn, Linear, Matrix, Norm};
 use crate::workspace::{Buffers, Scratch};
 
@@ -100,6 +101,7 @@ fn probe_hit(probe: &mut Probe<'_>, site: crate::tensors::Site, layer: usize, n:
 fn residual(cfg: &Config, x: &mut [f32], y: &[f32], norm: &Norm<'_>) {
     add_assign(x, y);
     if cfg.norm == NormPlacement::Post {
+        let _p = profile::scope(Phase::LayerNorm);
         layer_norm(x, norm.gain, norm.shift, cfg.layer_norm_eps);
     }
 }
@@ -107,7 +109,10 @@ fn residual(cfg: &Config, x: &mut [f32], y: &[f32], norm: &Norm<'_>) {
 /// The sublayer input: `LN(x)` into `out` (pre-LN) or `x` copied (post-LN).
 fn sublayer_input(cfg: &Config, x: &[f32], norm: &Norm<'_>, out: &mut [f32]) {
     match cfg.norm {
-        NormPlacement::Pre => layer_norm_into(x, norm.gain, norm.shift, cfg.layer_norm_eps, out),
+        NormPlacement::Pre => {
+            let _p = profile::scope(Phase::LayerNorm);
+            layer_norm_into(x, norm.gain, norm.shift, cfg.layer_norm_eps, out);
+        }
         NormPlacement::Post => out.copy_from_slice(x),
     }
 }
@@ -125,6 +130,7 @@ fn feed_forward(cfg: &Config, x: &mut [f32], ffn: &Ffn<'_>, norm: &Norm<'_>, s: 
 /// `out = emb[token] * sqrt(d) + PE(pos)`.
 #[inline(never)]
 fn embed(emb: &Matrix<'_>, token: u16, pos: usize, out: &mut [f32], tmp: &mut [f32]) {
+    let _p = profile::scope(Phase::Embed);
     emb.row_into(usize::from(token), out);
     positional_encoding(pos, tmp);
     let scale = crate::math::sqrt(out.len() as f32);
@@ -385,6 +391,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             }
         }
         if let Some((enc_norm, _)) = w.final_norms(cfg) {
+            let _p = profile::scope(Phase::LayerNorm);
             for xr in x.chunks_exact_mut(d).take(n) {
                 layer_norm(xr, enc_norm.gain, enc_norm.shift, cfg.layer_norm_eps);
             }
@@ -475,6 +482,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             feed_forward(cfg, x, &blk.ffn, &blk.norm3, s);
         }
         if let Some((_, dec_norm)) = w.final_norms(cfg) {
+            let _p = profile::scope(Phase::LayerNorm);
             layer_norm(x, dec_norm.gain, dec_norm.shift, cfg.layer_norm_eps);
         }
         let out: Linear<'_> = w.output(cfg);
@@ -489,6 +497,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
         let mut log_prob = 0.0;
         for pos in 0..=max {
             self.decode_step(0, pos, token, probe);
+            let _p = profile::scope(Phase::Output);
             let logits = &mut *self.buf.s.logits;
             log_softmax(logits);
             // PAD and START are never produced.
@@ -541,6 +550,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
                     self.token_of(h.slot, pos - 1)
                 };
                 self.decode_step(h.slot, pos, token, &mut None);
+                let _p = profile::scope(Phase::Output);
                 let logits = &mut *self.buf.s.logits;
                 log_softmax(logits);
                 for (t, &lp) in logits.iter().enumerate().skip(usize::from(END)) {

@@ -32,7 +32,7 @@ pub enum Matrix<'b> {
 
 /// An input vector prepared for a matrix product: the f32 values and, for int8 models, their
 /// quantized form (computed once and shared by every product that reads the same vector) and,
-/// on cores with the DSP extension, that form expanded into halfword pairs for the DSP kernel.
+/// on cores with the DSP extension or Armv6-M, that form expanded for the optimized kernel.
 #[derive(Debug, Clone, Copy)]
 pub struct Activation<'a> {
     x: &'a [f32],
@@ -53,6 +53,7 @@ impl<'a> Activation<'a> {
                 scale: 0.0,
             },
             Quant::Int8 => {
+                let _p = crate::profile::scope(crate::profile::Phase::Quantize);
                 let split = x.len().div_ceil(4) * 4;
                 let (q, rest) = qbuf.split_at_mut(split.min(qbuf.len()));
                 let q = q.get_mut(..x.len()).unwrap_or(&mut []);
@@ -64,8 +65,9 @@ impl<'a> Activation<'a> {
     }
 }
 
-/// Expands `q` into `rest` for the DSP kernel (an empty slice elsewhere).
-#[cfg(picoformer_dsp)]
+/// Expands `q` into `rest` for the DSP or Cortex-M0 kernel (an empty slice elsewhere, or when
+/// `q` cannot be expanded).
+#[cfg(any(picoformer_dsp, picoformer_v6m))]
 fn expand<'a>(q: &[i8], rest: &'a mut [i8]) -> &'a [u32] {
     let words = 2 * (q.len() / 4);
     let Some(bytes) = rest.get_mut(..4 * words) else {
@@ -73,15 +75,15 @@ fn expand<'a>(q: &[i8], rest: &'a mut [i8]) -> &'a [u32] {
     };
     match bytemuck::try_cast_slice_mut::<i8, u32>(bytes) {
         Ok(xe) => {
-            kernels::panel::expand_activation(q, xe);
-            xe
+            let n = kernels::panel::expand_activation(q, xe);
+            xe.get(..n).unwrap_or(&[])
         }
         Err(_) => &[],
     }
 }
 
-/// Expands `q` into `rest` for the DSP kernel (an empty slice elsewhere).
-#[cfg(not(picoformer_dsp))]
+/// Expands `q` into `rest` for the DSP or Cortex-M0 kernel (an empty slice elsewhere).
+#[cfg(not(any(picoformer_dsp, picoformer_v6m)))]
 fn expand<'a>(_q: &[i8], _rest: &'a mut [i8]) -> &'a [u32] {
     &[]
 }
@@ -89,6 +91,7 @@ fn expand<'a>(_q: &[i8], _rest: &'a mut [i8]) -> &'a [u32] {
 impl<'b> Matrix<'b> {
     /// `y = M a + bias`.
     pub fn matvec(&self, a: &Activation<'_>, bias: &[f32], y: &mut [f32]) {
+        let _p = crate::profile::scope(crate::profile::Phase::Matvec);
         match *self {
             Matrix::F32(w) => kernels::matvec_f32_fast(w, a.x, bias, y),
             Matrix::I8 {

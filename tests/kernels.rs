@@ -75,6 +75,38 @@ proptest! {
         }
     }
 
+    /// The engine's quantization (compare-and-select maximum, no clamp) gives exactly what the
+    /// straightforward formulation (`f32::max`, clamped rounding) gives, at any magnitude and with
+    /// NaN, infinity and signed zeros mixed in.
+    #[test]
+    fn quantize_row_matches_straightforward_form(
+        x in prop::collection::vec(
+            prop_oneof![
+                8 => -4.0f32..4.0,
+                2 => (-30i32..30, -1.0f32..1.0).prop_map(|(e, m)| m * 2f32.powi(e)),
+                1 => prop::sample::select(vec![0.0f32, -0.0, f32::NAN, f32::INFINITY, f32::MIN_POSITIVE, 1e-45]),
+            ],
+            1..70,
+        )
+    ) {
+        let reference = |x: &[f32], out: &mut [i8]| -> f32 {
+            let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if max == 0.0 || !max.is_finite() {
+                out.iter_mut().for_each(|q| *q = 0);
+                return 0.0;
+            }
+            let inv = 127.0 / max;
+            for (q, &v) in out.iter_mut().zip(x) {
+                *q = picoformer::quant::round_half_away(v * inv).clamp(-127, 127) as i8;
+            }
+            max / 127.0
+        };
+        let (mut q, mut r) = (vec![0i8; x.len()], vec![0i8; x.len()]);
+        let (s, rs) = (quantize_row(&x, &mut q), reference(&x, &mut r));
+        prop_assert_eq!(s.to_bits(), rs.to_bits());
+        prop_assert_eq!(q, r);
+    }
+
     #[test]
     fn layer_norm_matches_f64(x in vec_f32(2..70), eps in 1e-6f32..1e-3) {
         let n = x.len();

@@ -320,6 +320,77 @@ mod board {
         }))
     }
 
+    /// Where the instructions go: `!profile` on the same inputs as [`whole_model`], summed per
+    /// phase of `picoformer::profile` and divided by the output tokens. `plain_total` (the
+    /// unprofiled instructions of the same inputs) gives the profiling overhead.
+    fn profile_model(
+        board: Board,
+        elf: &Path,
+        blob: &Path,
+        model: &Model<'_>,
+        n: usize,
+        plain: &Value,
+    ) -> Result<Value> {
+        let inputs: Vec<String> = random_inputs(model, n)
+            .iter()
+            .map(|i| format!("!profile {i}"))
+            .collect();
+        let opts = qemu::SessionOptions {
+            stack: false,
+            raw: true,
+            ..Default::default()
+        };
+        let out = qemu::run_session_with(board, elf, blob, &inputs, &opts)?;
+        let mut sums: Vec<(String, u64, u64)> = picoformer::profile::Phase::ALL
+            .iter()
+            .map(|p| (p.name().to_string(), 0, 0))
+            .collect();
+        let (mut total, mut tokens, mut other) = (0u64, 0u64, 0u64);
+        for answer in &out.answers {
+            let Some(rest) = answer.strip_prefix("PROFILE ") else {
+                bail!("the firmware answered {answer:?} to !profile");
+            };
+            let f = qemu::parse_fields(rest);
+            let num = |k: &str| -> Result<u64> {
+                f.get(k)
+                    .and_then(|v| v.split('/').next())
+                    .and_then(|v| v.parse().ok())
+                    .with_context(|| format!("no {k} in {answer:?}"))
+            };
+            total += num("instructions")?;
+            tokens += num("tokens")?;
+            other += num("other")?;
+            for (name, instr, calls) in &mut sums {
+                *instr += num(name)?;
+                *calls += f
+                    .get(name.as_str())
+                    .and_then(|v| v.split_once('/'))
+                    .and_then(|(_, c)| c.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        let per_token = |x: u64| x as f64 / tokens.max(1) as f64;
+        let share = |x: u64| x as f64 / total.max(1) as f64;
+        let mut phases = serde_json::Map::new();
+        for (name, instr, calls) in &sums {
+            phases.insert(
+                name.clone(),
+                json!({"instr_per_token": per_token(*instr), "share": share(*instr), "calls_per_token": per_token(*calls),
+                       "instr_per_call": *instr as f64 / (*calls).max(1) as f64}),
+            );
+        }
+        phases.insert(
+            "other".into(),
+            json!({"instr_per_token": per_token(other), "share": share(other)}),
+        );
+        let plain_per_token = plain["instr_per_token"].as_f64().unwrap_or(f64::NAN);
+        Ok(json!({
+            "instr_per_token": per_token(total),
+            "profiling_overhead": per_token(total) / plain_per_token - 1.0,
+            "phases": phases,
+        }))
+    }
+
     fn model_bytes(path: &Path) -> Result<picoformer::blob::writer::AlignedBytes> {
         crate::engine::load_blob(path)
     }
@@ -359,6 +430,11 @@ mod board {
                 .map(|(&(name, rows, cols), r)| shape_json(name, rows, cols, r))
                 .collect();
             let whole = whole_model(board, &elf, path, &model, args.board_inputs)?;
+            let profile = if generated {
+                Value::Null
+            } else {
+                profile_model(board, &elf, path, &model, args.board_inputs, &whole)?
+            };
             let quant = match model.config().quant {
                 Quant::F32 => "f32",
                 Quant::Int8 => "int8",
@@ -382,6 +458,7 @@ mod board {
                 "reference": reference,
                 "shapes": per_shape,
                 "inference": whole,
+                "profile": profile,
             });
             if args.json {
                 println!("{report}");
@@ -443,5 +520,25 @@ mod board {
             w["examples"],
             w["mismatches_vs_host"]
         );
+        if let Some(phases) = r["profile"]["phases"].as_object() {
+            println!(
+                "where they go (picoformer::profile, same inputs; profiling adds {:.2}%):",
+                100.0 * r["profile"]["profiling_overhead"].as_f64().unwrap_or(f64::NAN)
+            );
+            println!(
+                "  {:<10} {:>12} {:>7} {:>12} {:>14}",
+                "phase", "instr/token", "share", "calls/token", "instr/call"
+            );
+            for (name, p) in phases {
+                println!(
+                    "  {:<10} {:>12.0} {:>6.1}% {:>12} {:>14}",
+                    name,
+                    p["instr_per_token"].as_f64().unwrap_or(f64::NAN),
+                    100.0 * p["share"].as_f64().unwrap_or(f64::NAN),
+                    p["calls_per_token"].as_f64().map_or("-".into(), |x| format!("{x:.1}")),
+                    p["instr_per_call"].as_f64().map_or("-".into(), |x| format!("{x:.0}")),
+                );
+            }
+        }
     }
 }

@@ -336,6 +336,59 @@ fn bad_lines_get_err_and_the_next_line_is_answered() {
     assert!(a[13].starts_with("INFO board=mps2-an386 format=1 "), "{}", a[13]);
 }
 
+/// `!profile` runs the input with the engine's per-phase profile: the phases and the rest add up
+/// to the inference's instructions, which are those of the same input unprofiled plus a little.
+#[test]
+fn the_profile_accounts_for_every_instruction_of_an_inference() {
+    let board = Board::Mps2An386;
+    let mut cfg = small_config(Quant::Int8, NormPlacement::Pre);
+    cfg.kv_cache = Quant::Int8;
+    let blob = write_random_blob(&cfg, 12, "profile");
+    let lines: Vec<String> = ["abcdef", "!icount", "!profile abcdef", "!profile zzz"]
+        .map(String::from)
+        .to_vec();
+    let opts = SessionOptions {
+        raw: true,
+        ..Default::default()
+    };
+    let out = qemu::run_session_with(board, &firmware(board), &blob, &lines, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let a = &out.answers;
+    let plain: u64 = qemu::parse_fields(a[1].trim_start_matches("ICOUNT "))["instructions"]
+        .parse()
+        .unwrap();
+    let rest = a[2].strip_prefix("PROFILE ").unwrap_or_else(|| panic!("{}", a[2]));
+    let f = qemu::parse_fields(rest);
+    let instr = |k: &str| -> u64 { f[k].split('/').next().unwrap().parse().unwrap() };
+    let calls = |k: &str| -> u64 { f[k].split_once('/').unwrap().1.parse().unwrap() };
+    let total = instr("instructions");
+    let phases = [
+        "matvec",
+        "quantize",
+        "attention",
+        "softmax",
+        "layernorm",
+        "cache",
+        "embed",
+        "output",
+    ];
+    let sum: u64 = phases.iter().map(|p| instr(p)).sum::<u64>() + instr("other");
+    // Each field is rounded down on its own: the parts may fall short of the total by one each.
+    assert!(sum <= total && total - sum <= 9, "{sum} vs {total}: {}", a[2]);
+    assert!(
+        total >= plain && total <= plain + plain / 10,
+        "profiled {total} vs plain {plain}"
+    );
+    let tokens: u64 = f["tokens"].parse().unwrap();
+    let host = host(&blob, &["abcdef".to_string()], 1);
+    assert_eq!(tokens as usize, host[0].split_whitespace().count() + 1);
+    assert_eq!(calls("output"), tokens);
+    assert_eq!(calls("embed"), 6 + tokens);
+    for p in phases {
+        assert!(instr(p) > 0 && calls(p) > 0, "{p}: {}", a[2]);
+    }
+    assert!(a[3].starts_with("ERR symbol \"z\""), "{}", a[3]);
+}
+
 #[test]
 fn a_thousand_random_lines_leave_the_firmware_responsive() {
     let alphabet: Vec<char> = "abcdefgh abcdefghxyz!é".chars().collect();

@@ -2,7 +2,7 @@
 
 use core::convert::Infallible;
 use core::ptr::{read_volatile, write_volatile};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::InstrCounter;
 
@@ -115,6 +115,17 @@ mod timer_reg {
 /// Wraps of the 32-bit timer counted by [`CmsdkTimer::on_interrupt`] (its only writer).
 static WRAPS: AtomicU32 = AtomicU32::new(0);
 
+/// Base address of the started timer, for [`profile_clock`] (0 until [`CmsdkTimer::start`]).
+static STARTED_BASE: AtomicUsize = AtomicUsize::new(0);
+
+/// The started timer's 32-bit count, counting up (wrapping differences are exact).
+fn profile_clock() -> u32 {
+    match STARTED_BASE.load(Ordering::Relaxed) {
+        0 => 0,
+        base => u32::MAX - rd(base + timer_reg::VALUE),
+    }
+}
+
 /// A CMSDK APB timer used as a 64-bit instruction counter: it counts down from 0xFFFF_FFFF and its
 /// wrap interrupt extends it to 64 bits. It ticks at the board's system clock: 25 MHz on QEMU's
 /// AN385/AN386/AN500, 20 MHz on the AN505.
@@ -144,6 +155,7 @@ impl CmsdkTimer {
         wr(self.base + timer_reg::VALUE, u32::MAX);
         wr(self.base + timer_reg::INTSTATUS_INTCLEAR, 1);
         wr(self.base + timer_reg::CTRL, timer_reg::CTRL_EN | timer_reg::CTRL_IRQ_EN);
+        STARTED_BASE.store(self.base, Ordering::Relaxed);
     }
 
     /// Acknowledges a wrap interrupt of the timer at `base` and counts it.
@@ -176,5 +188,9 @@ impl InstrCounter for CmsdkTimer {
 
     fn tick_ps(&self) -> u32 {
         self.tick_ps
+    }
+
+    fn profile_clock(&self) -> Option<fn() -> u32> {
+        Some(profile_clock)
     }
 }

@@ -64,6 +64,11 @@ pub trait InstrCounter {
     fn now(&mut self) -> u64;
     /// Length of one tick in picoseconds (40,000 for a 25 MHz timer).
     fn tick_ps(&self) -> u32;
+    /// A free function reading the raw 32-bit count (counting up, same tick), for the engine's
+    /// per-phase profile (`picoformer::profile`); `None` if the driver has none.
+    fn profile_clock(&self) -> Option<fn() -> u32> {
+        None
+    }
 }
 
 /// Stack use measured by painting the stack at boot and scanning for the high-water mark.

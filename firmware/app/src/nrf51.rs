@@ -2,6 +2,7 @@
 
 use core::convert::Infallible;
 use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::InstrCounter;
 
@@ -118,6 +119,20 @@ mod timer_reg {
     pub const BITMODE_32: u32 = 3;
 }
 
+/// Base address of the started TIMER, for [`profile_clock`] (0 until [`Nrf51Timer::start`]).
+static STARTED_BASE: AtomicUsize = AtomicUsize::new(0);
+
+/// The started TIMER's 32-bit count (wrapping differences are exact).
+fn profile_clock() -> u32 {
+    match STARTED_BASE.load(Ordering::Relaxed) {
+        0 => 0,
+        base => {
+            wr(base + timer_reg::TASKS_CAPTURE0, 1);
+            rd(base + timer_reg::CC0)
+        }
+    }
+}
+
 /// An nRF51 TIMER at 16 MHz in 32-bit mode, extended to 64 bits in software at each reading.
 ///
 /// The extension sees a wrap only when it is read, so a single measured interval must stay below
@@ -146,6 +161,7 @@ impl Nrf51Timer {
         wr(self.base + timer_reg::PRESCALER, 0);
         wr(self.base + timer_reg::TASKS_CLEAR, 1);
         wr(self.base + timer_reg::TASKS_START, 1);
+        STARTED_BASE.store(self.base, Ordering::Relaxed);
     }
 }
 
@@ -162,5 +178,9 @@ impl InstrCounter for Nrf51Timer {
 
     fn tick_ps(&self) -> u32 {
         62_500
+    }
+
+    fn profile_clock(&self) -> Option<fn() -> u32> {
+        Some(profile_clock)
     }
 }

@@ -11,6 +11,7 @@
 //! | `!beam N` / `!beam` | `OK beam=N` / `BEAM beam=N max=M`                                     |
 //! | `!stack`          | `STACK peak=N size=M` (bytes, by stack painting)                        |
 //! | `!bench K R C`    | `BENCH kernel=K rows=R cols=C macs=.. portable=N optimized=N overhead=N` (K: `i8`, `f32`; see [`crate::bench`]) |
+//! | `!profile text`   | `PROFILE instructions=N tokens=T matvec=I/C quantize=I/C attention=I/C softmax=I/C layernorm=I/C cache=I/C embed=I/C output=I/C other=I`: `text` run with the engine's per-phase profile (`picoformer::profile`; I instructions, C calls) |
 //! | `!selftest [N]`   | `SELFTEST cases=N macs=M ok`: optimized kernels vs portable on N random shapes (default 200) |
 //! | `!quit`           | `BYE`, then the firmware exits with code 0                              |
 //!
@@ -24,6 +25,9 @@ use embedded_io::{Read, Write};
 use picoformer::{DecodeOptions, Model, Quant, Runner};
 
 use crate::{InstrCounter, StackUse, ICOUNT_SHIFT};
+
+/// What starts a `!profile` line.
+const PROFILE_PREFIX: &str = "!profile ";
 
 /// Longest line (in bytes, without the newline) the firmware accepts.
 pub const LINE_BYTES: usize = 256;
@@ -85,6 +89,8 @@ pub enum Request<'a> {
     Bench(crate::bench::Kernel, usize, usize),
     /// `!selftest [CASES]`.
     Selftest(usize),
+    /// `!profile TEXT`: run TEXT with the per-phase profile.
+    Profile(&'a str),
     /// `!bench` or `!selftest` with bad arguments.
     BadBench,
     /// Any other `!` command.
@@ -98,6 +104,9 @@ pub fn parse_request(line: &str) -> Request<'_> {
     };
     if rest.starts_with('!') {
         return Request::Input(rest);
+    }
+    if let Some(text) = rest.strip_prefix("profile ") {
+        return Request::Profile(text);
     }
     let mut words = rest.split_ascii_whitespace();
     if rest.starts_with("bench") || rest.starts_with("selftest") {
@@ -375,14 +384,57 @@ impl<'m, 'b, 'w, C: InstrCounter> Server<'m, 'b, 'w, C> {
                 Ok(macs) => answer(serial, |w| write!(w, "SELFTEST cases={cases} macs={macs} ok")),
                 Err(e) => answer(serial, |w| write!(w, "ERR selftest failed: {e}")),
             },
+            Request::Profile(_) => self.profile(serial, PROFILE_PREFIX.len(), n),
             Request::BadBench => answer(serial, |w| {
                 w.write_str("ERR usage: !bench i8|f32 ROWS COLS, !selftest [CASES]")
             }),
             Request::Unknown(_) => answer(serial, |w| {
                 w.write_str(
-                    "ERR unknown command; commands: !info !icount !beam [N] !stack !bench K R C !selftest [N] !quit (!!text sends !text)",
+                    "ERR unknown command; commands: !info !icount !beam [N] !stack !bench K R C !selftest [N] !profile TEXT !quit (!!text sends !text)",
                 )
             }),
+        }
+    }
+
+    /// Runs the model on `self.line[start..end]` with the engine's per-phase profile and answers
+    /// `PROFILE ...` (instructions and entries per phase) or `ERR`.
+    fn profile<S: Write>(&mut self, serial: &mut S, start: usize, end: usize) -> Result<(), Outcome> {
+        let Some(clock) = self.counter.profile_clock() else {
+            return answer(serial, |w| w.write_str("ERR this board's timer driver cannot profile"));
+        };
+        let input = self
+            .line
+            .get(start..end)
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or("");
+        let opts = if self.beam == 1 {
+            DecodeOptions::greedy()
+        } else {
+            DecodeOptions::beam(self.beam)
+        };
+        picoformer::profile::set_clock(Some(clock));
+        picoformer::profile::reset();
+        let t0 = self.counter.now();
+        let result = self.runner.translate(input, &opts, self.out);
+        let t1 = self.counter.now();
+        picoformer::profile::set_clock(None);
+        let report = picoformer::profile::report();
+        let tick_ps = u64::from(self.counter.tick_ps());
+        let instr = |ticks: u64| ticks * tick_ps / (1000u64 << ICOUNT_SHIFT);
+        let total = t1.wrapping_sub(t0);
+        match result {
+            Ok(d) => answer(serial, |w| {
+                write!(w, "PROFILE instructions={} tokens={}", instr(total), d.len + 1)?;
+                for ((phase, ticks), calls) in picoformer::profile::Phase::ALL
+                    .iter()
+                    .zip(report.ticks)
+                    .zip(report.calls)
+                {
+                    write!(w, " {}={}/{}", phase.name(), instr(ticks), calls)?;
+                }
+                write!(w, " other={}", instr(total.saturating_sub(report.sum())))
+            }),
+            Err(e) => answer(serial, |w| write!(w, "ERR {e}")),
         }
     }
 
