@@ -397,16 +397,17 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             }
         }
 
-        // Cross-attention keys and values of every decoder layer, projected once per input.
+        // Cross-attention keys and values of every decoder layer, projected once per input, from
+        // each position's output quantized once for all the layers.
         let (kv, rows, heads) = (cfg.kv_cache, cfg.max_input_len, cfg.heads);
         let per_layer = crate::workspace::cross_chunk_words(cfg);
-        let layers = cross_k
-            .chunks_exact_mut(per_layer)
-            .zip(cross_v.chunks_exact_mut(per_layer));
-        for (l, (ck, cv)) in layers.enumerate() {
-            let cross = w.decoder(l).cross;
-            for (r, xr) in x.chunks_exact(d).take(n).enumerate() {
-                let act = Activation::new(xr, s.xq, cfg.quant);
+        for (r, xr) in x.chunks_exact(d).take(n).enumerate() {
+            let act = Activation::new(xr, s.xq, cfg.quant);
+            let layers = cross_k
+                .chunks_exact_mut(per_layer)
+                .zip(cross_v.chunks_exact_mut(per_layer));
+            for (l, (ck, cv)) in layers.enumerate() {
+                let cross = w.decoder(l).cross;
                 cross.k.forward(&act, s.q);
                 attention::write_row(ck, kv, rows, heads, r, s.q);
                 cross.v.forward(&act, s.q);

@@ -75,9 +75,10 @@ proptest! {
         }
     }
 
-    /// The engine's quantization (compare-and-select maximum, no clamp) gives exactly what the
+    /// The engine's quantization (integer maximum of magnitudes, no clamp) gives exactly what the
     /// straightforward formulation (`f32::max`, clamped rounding) gives, at any magnitude and with
-    /// NaN, infinity and signed zeros mixed in.
+    /// NaN, infinity and signed zeros mixed in (a NaN or an infinity makes the row zero), and with
+    /// an output shorter or longer than the input.
     #[test]
     fn quantize_row_matches_straightforward_form(
         x in prop::collection::vec(
@@ -91,7 +92,7 @@ proptest! {
     ) {
         let reference = |x: &[f32], out: &mut [i8]| -> f32 {
             let max = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            if max == 0.0 || !max.is_finite() {
+            if max == 0.0 || !max.is_finite() || x.iter().any(|v| v.is_nan()) {
                 out.iter_mut().for_each(|q| *q = 0);
                 return 0.0;
             }
@@ -101,10 +102,12 @@ proptest! {
             }
             max / 127.0
         };
-        let (mut q, mut r) = (vec![0i8; x.len()], vec![0i8; x.len()]);
-        let (s, rs) = (quantize_row(&x, &mut q), reference(&x, &mut r));
-        prop_assert_eq!(s.to_bits(), rs.to_bits());
-        prop_assert_eq!(q, r);
+        for out_len in [x.len(), x.len().saturating_sub(3), x.len() + 5] {
+            let (mut q, mut r) = (vec![9i8; out_len], vec![9i8; out_len]);
+            let (s, rs) = (quantize_row(&x, &mut q), reference(&x, &mut r));
+            prop_assert_eq!(s.to_bits(), rs.to_bits());
+            prop_assert_eq!(q, r);
+        }
     }
 
     #[test]
