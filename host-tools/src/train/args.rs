@@ -121,6 +121,11 @@ pub struct TrainArgs {
     /// For testing --resume.
     #[arg(long, hide = true)]
     pub stop_after_steps: Option<u64>,
+    /// Write the starting weights to `init.safetensors` in the run directory and one JSON line per
+    /// step (epoch, learning rate, loss, the batch's token ids) to FILE, so another implementation
+    /// can replay the same run (`scripts/train-parity.sh`).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub trace: Option<PathBuf>,
 }
 
 /// Settings a `--config` TOML file may hold.

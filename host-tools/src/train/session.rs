@@ -156,6 +156,42 @@ impl Trainer {
     }
 }
 
+/// The replay record of `--trace`: starting weights plus every step's batch and loss.
+struct Trace {
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl Trace {
+    /// Writes `init.safetensors` into `dir` (from a fresh run only) and opens `path`.
+    fn start(path: &Path, dir: &Path, trainer: &mut Trainer, step: u64) -> Result<Trace> {
+        if step != 0 {
+            bail!("--trace records a run from its first step; it cannot be combined with --resume");
+        }
+        let params = trainer.forward_params().to_vec();
+        checkpoint::save_weights(&dir.join("init.safetensors"), &trainer.layout, &params)?;
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Trace {
+            out: std::io::BufWriter::new(file),
+        })
+    }
+
+    /// Appends one step: its epoch, learning rate, mean loss and the token ids of its examples.
+    fn record(&mut self, step: u64, epoch: u64, lr: f32, loss: f64, exs: &[&Example]) -> Result<()> {
+        use std::io::Write;
+        let line = serde_json::json!({
+            "step": step,
+            "epoch": epoch,
+            "lr": lr,
+            "loss": loss,
+            "src": exs.iter().map(|e| &e.src).collect::<Vec<_>>(),
+            "tgt": exs.iter().map(|e| &e.tgt).collect::<Vec<_>>(),
+        });
+        writeln!(self.out, "{line}")?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
 /// Everything `run` set up.
 struct Setup {
     dir: PathBuf,
@@ -544,6 +580,10 @@ fn train(args: TrainArgs, threads: usize) -> Result<()> {
     let spe = batches.len() as u64;
     let mut trainer = Trainer::new(layout, params, mom, threads, state.qat);
     let n_params = trainer.layout.total;
+    let mut trace = match &args.trace {
+        Some(path) => Some(Trace::start(path, &dir, &mut trainer, state.step)?),
+        None => None,
+    };
 
     let bar = if std::io::stderr().is_terminal() && !args.json {
         let b = ProgressBar::new(state.total_steps);
@@ -597,6 +637,9 @@ fn train(args: TrainArgs, threads: usize) -> Result<()> {
             let t0 = Instant::now();
             let s = trainer.step(&exs, &h, lr, state.step);
             let secs = t0.elapsed().as_secs_f64();
+            if let Some(t) = trace.as_mut() {
+                t.record(state.step, state.epoch, lr, s.loss, &exs)?;
+            }
             state.batch_in_epoch += 1;
             ep_secs += secs;
             ep_tokens += s.tokens;
