@@ -6,11 +6,11 @@
 # weights on the same batches, and compares the losses step by step and the dev exact match after
 # every epoch. Fails if the loss after 200 steps differs by more than the tolerance.
 #
-#   usage: scripts/train-parity.sh [EPOCHS]        (default 30; needs python3 with torch, safetensors)
+#   usage: scripts/train-parity.sh [EPOCHS]        (default 20; needs python3 with torch, safetensors)
 #   env:   PARITY_TOLERANCE   largest relative loss difference allowed over 200 steps (default 1e-4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-epochs=${1:-30}
+epochs=${1:-20}
 tolerance=${PARITY_TOLERANCE:-1e-4}
 python3 -c "import torch, safetensors" 2>/dev/null ||
   { echo "train-parity: python3 cannot import torch and safetensors (pip install torch safetensors)" >&2; exit 2; }
