@@ -5,13 +5,16 @@
 //! (`thumbv7em-*`, where DSP is part of the architecture), and for Armv8-M Mainline
 //! (`thumbv8m.main-*`) when the rustflags name a core with the extension (`-C target-cpu=cortex-m33`,
 //! `cortex-m35p`, `cortex-m55`, `cortex-m85`) or enable it (`-C target-feature=+dsp`).
-//! It sets `picoformer_fpu` for hard-float targets (`*eabihf`, an FPv4/FPv5 single-precision FPU).
+//! It sets `picoformer_fpu` for hard-float targets (`*eabihf`, an FPv4/FPv5 single-precision FPU),
+//! and `picoformer_v6m` for Armv6-M (`thumbv6m-*`: Cortex-M0/M0+/M1, Thumb-1 only, no DSP), which
+//! gets its own scalar int8 kernel (`kernels::m0`).
 
 use std::env;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(picoformer_dsp)");
     println!("cargo::rustc-check-cfg=cfg(picoformer_fpu)");
+    println!("cargo::rustc-check-cfg=cfg(picoformer_v6m)");
     println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     let target = env::var("TARGET").unwrap_or_default();
     let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
@@ -27,5 +30,8 @@ fn main() {
     }
     if (target.starts_with("thumbv7em") || target.starts_with("thumbv8m.main")) && target.ends_with("eabihf") {
         println!("cargo::rustc-cfg=picoformer_fpu");
+    }
+    if target.starts_with("thumbv6m") {
+        println!("cargo::rustc-cfg=picoformer_v6m");
     }
 }

@@ -100,6 +100,82 @@ fn expansion_pairs_even_and_odd_values() {
     assert_eq!(xe, [pair(1, 3), pair(-2, -4), pair(127, 0), pair(-127, 5)]);
 }
 
+/// A float for the dequantization tests: any bits, or exponents from tiny to huge, often with
+/// few significand bits (so that products and sums land exactly on rounding ties).
+fn awkward_f32(rng: &mut Rng) -> f32 {
+    let bits = rng.next_u64() as u32;
+    let keep = !((1u32 << rng.below(24)) - 1);
+    let exp = match rng.below(8) {
+        0 => rng.below(256) as u32,
+        1 => 1 + rng.below(30) as u32,
+        2 => 225 + rng.below(30) as u32,
+        _ => 107 + rng.below(40) as u32,
+    };
+    match rng.below(16) {
+        0 => [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1e-40,
+            -3e-39,
+            f32::MIN_POSITIVE,
+        ][rng.below(8)],
+        1..=5 => f32::from_bits((bits & 0x807f_ffff & keep) | exp << 23),
+        6 => f32::from_bits(bits),
+        _ => f32::from_bits((bits & 0x807f_ffff) | exp << 23),
+    }
+}
+
+#[test]
+fn integer_dequantization_equals_the_float_expression() {
+    use picoformer::kernels::dequant::{dequant, dequant_integer, fast, XScale};
+    let mut rng = Rng::new(11);
+    let mut on_fast_path = 0;
+    let cases = 2_000_000;
+    for i in 0..cases {
+        let dot = (rng.next_u64() as i32) >> rng.below(32);
+        // Activation scales are positive (a negative one takes the float expression).
+        let s = awkward_f32(&mut rng);
+        let xs = if i % 8 == 0 {
+            awkward_f32(&mut rng)
+        } else {
+            awkward_f32(&mut rng).abs()
+        };
+        let q = dot as f32 * (s * xs);
+        let b = match i % 4 {
+            // Cancel the product, to the last bits.
+            0 => f32::from_bits((-q).to_bits() ^ (rng.next_u64() as u32 & 0xff) >> rng.below(9)),
+            1 => f32::from_bits(q.to_bits() ^ (rng.next_u64() as u32 & 0xff) >> rng.below(9)),
+            _ => awkward_f32(&mut rng),
+        };
+        let want = q + b;
+        for got in [dequant_integer(dot, s, xs, b), dequant(dot, s, xs, b)] {
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "dot {dot} scale {s:e} x_scale {xs:e} bias {b:e}: {got:e} instead of {want:e}"
+            );
+        }
+        if XScale::new(xs).is_some_and(|k| fast(dot, s.to_bits(), b.to_bits(), &k).is_some()) {
+            on_fast_path += 1;
+        }
+    }
+    // The fast path is the common case, not a curiosity.
+    assert!(on_fast_path > cases / 3, "{on_fast_path}");
+    // Typical operands take it.
+    let k = XScale::new(0.013).unwrap();
+    for (dot, s, b) in [
+        (1, 0.02f32, 0.5f32),
+        (-123_456, 0.011, -0.25),
+        (9_999_999, 1e-3, 0.0),
+        (-7, 0.004, -0.0),
+    ] {
+        let bits = fast(dot, s.to_bits(), b.to_bits(), &k).unwrap();
+        assert_eq!(bits, (dot as f32 * (s * 0.013) + b).to_bits());
+    }
+}
+
 #[test]
 fn round_half_away_equals_libm_roundf() {
     let check = |x: f32| {

@@ -3,17 +3,23 @@
 //! These portable versions are the reference; any target-specific kernel is tested against them.
 //! Summation orders are fixed, so the host and a Cortex-M give identical f32 results.
 //!
+//! - [`dequant`]: the int8 kernels' dequantization with integer operations, for cores without an
+//!   FPU (bit-identical to the float expression).
 //! - [`panel`]: the 4-row panel layout of int8 matrices (blob flag `FLAG_I8_PANELS`), its
 //!   portable kernel and the dispatcher to the fastest kernel for the target.
 //! - `dsp` (Armv7E-M / Armv8-M with the DSP extension): the `SMLAD` int8 kernel.
+//! - `m0` (Armv6-M: Cortex-M0/M0+): the scalar `MULS` int8 kernel.
 //! - `fpu` (hard-float Cortex-M4/M7/M33): the `VMLA` f32 kernel, bit-identical to [`matvec_f32`].
 
 use crate::math;
 
+pub mod dequant;
 #[cfg(picoformer_dsp)]
 mod dsp;
 #[cfg(picoformer_fpu)]
 mod fpu;
+#[cfg(picoformer_v6m)]
+mod m0;
 pub mod panel;
 
 /// Lanes of partial sums in the f32 dot product (fixed, so results do not depend on the target).

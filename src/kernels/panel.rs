@@ -106,21 +106,35 @@ pub fn panel_dots_portable(w: &[i8], xq: &[i8], mut sink: impl FnMut(usize, i32)
     }
 }
 
-/// Expands an int8 activation vector for the DSP kernel: for every group `g` of four values,
+/// Expands an int8 activation vector for the optimized kernel: for every group `g` of four values,
 /// two words `(x[4g] | x[4g+2] << 16)` and `(x[4g+1] | x[4g+3] << 16)` of sign-extended 16-bit
 /// halves, the pairs `SXTB16` produces from a word of weights (without and with `ROR #8`).
 /// Writes `2 * (xq.len() / 4)` words (fewer if `out` is shorter) and returns how many.
-/// Uses the DSP routine where there is one (identical words).
+/// Uses the DSP routine where there is one (identical words). On Armv6-M the two words of a group
+/// are instead the Cortex-M0 kernel's coefficients (see `kernels::m0`), and 0 is returned for the
+/// (never quantized) vectors they cannot represent; kernels given fewer words than they need run
+/// the portable code.
 #[inline]
 pub fn expand_activation(xq: &[i8], out: &mut [u32]) -> usize {
     #[cfg(picoformer_dsp)]
     return super::dsp::expand_activation(xq, out);
-    #[cfg(not(picoformer_dsp))]
+    #[cfg(picoformer_v6m)]
+    return super::m0::expand_activation(xq, out);
+    #[cfg(not(any(picoformer_dsp, picoformer_v6m)))]
     expand_activation_portable(xq, out)
 }
 
-/// The portable [`expand_activation`].
+/// The portable [`expand_activation`] (the same words).
 pub fn expand_activation_portable(xq: &[i8], out: &mut [u32]) -> usize {
+    #[cfg(picoformer_v6m)]
+    return super::m0::expand_activation_portable(xq, out);
+    #[cfg(not(picoformer_v6m))]
+    expand_pairs(xq, out)
+}
+
+/// The halfword pairs of [`expand_activation`] (the DSP kernel's format).
+#[cfg_attr(picoformer_v6m, allow(dead_code))]
+fn expand_pairs(xq: &[i8], out: &mut [u32]) -> usize {
     let half = |v: i8| u32::from(i16::from(v) as u16);
     let mut n = 0;
     for (x, o) in xq.chunks_exact(GROUP_COLS).zip(out.chunks_exact_mut(2)) {
@@ -145,19 +159,24 @@ pub fn matvec_i8_panels_portable(w: &[i8], scales: &[f32], xq: &[i8], x_scale: f
 
 /// Exact i32 dot products of every row of a panel-layout matrix with `xq`, into `out`, using the
 /// fastest kernel for this target (`xe` is `xq` expanded by [`expand_activation`]; empty is fine
-/// where no DSP kernel exists). Used by the on-target self-test.
+/// where no optimized kernel exists). Used by the on-target self-test.
 pub fn panel_dots(w: &[i8], xq: &[i8], xe: &[u32], out: &mut [i32]) {
-    let sink = |r: usize, dot: i32| {
-        if let Some(o) = out.get_mut(r) {
-            *o = dot;
-        }
-    };
-    #[cfg(picoformer_dsp)]
-    super::dsp::panel_dots(w, xq, xe, sink);
-    #[cfg(not(picoformer_dsp))]
+    #[cfg(picoformer_v6m)]
+    super::m0::panel_dots(w, xq, xe, out);
+    #[cfg(not(picoformer_v6m))]
     {
-        let _ = xe;
-        panel_dots_portable(w, xq, sink);
+        let sink = |r: usize, dot: i32| {
+            if let Some(o) = out.get_mut(r) {
+                *o = dot;
+            }
+        };
+        #[cfg(picoformer_dsp)]
+        super::dsp::panel_dots(w, xq, xe, sink);
+        #[cfg(not(picoformer_dsp))]
+        {
+            let _ = xe;
+            panel_dots_portable(w, xq, sink);
+        }
     }
 }
 
@@ -168,6 +187,8 @@ pub fn panel_dots(w: &[i8], xq: &[i8], xe: &[u32], out: &mut [i32]) {
 pub fn matvec_i8_panels(w: &[i8], scales: &[f32], xq: &[i8], xe: &[u32], x_scale: f32, bias: &[f32], y: &mut [f32]) {
     #[cfg(picoformer_dsp)]
     super::dsp::matvec_panels(w, scales, xq, xe, x_scale, bias, y);
+    #[cfg(picoformer_v6m)]
+    super::m0::matvec_panels(w, scales, xq, xe, x_scale, bias, y);
     #[cfg(all(not(picoformer_dsp), feature = "std", target_arch = "x86_64"))]
     {
         let _ = xe;
@@ -179,7 +200,11 @@ pub fn matvec_i8_panels(w: &[i8], scales: &[f32], xq: &[i8], xe: &[u32], x_scale
             matvec_i8_panels_portable(w, scales, xq, x_scale, bias, y);
         }
     }
-    #[cfg(all(not(picoformer_dsp), not(all(feature = "std", target_arch = "x86_64"))))]
+    #[cfg(all(
+        not(picoformer_dsp),
+        not(picoformer_v6m),
+        not(all(feature = "std", target_arch = "x86_64"))
+    ))]
     {
         let _ = xe;
         matvec_i8_panels_portable(w, scales, xq, x_scale, bias, y);
