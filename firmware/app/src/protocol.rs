@@ -402,16 +402,7 @@ impl<'m, 'b, 'w, C: InstrCounter> Server<'m, 'b, 'w, C> {
         let Some(clock) = self.counter.profile_clock() else {
             return answer(serial, |w| w.write_str("ERR this board's timer driver cannot profile"));
         };
-        let input = self
-            .line
-            .get(start..end)
-            .and_then(|b| core::str::from_utf8(b).ok())
-            .unwrap_or("");
-        let opts = if self.beam == 1 {
-            DecodeOptions::greedy()
-        } else {
-            DecodeOptions::beam(self.beam)
-        };
+        let (input, opts) = request(&self.line, start, end, self.beam);
         picoformer::profile::set_clock(Some(clock));
         picoformer::profile::reset();
         let t0 = self.counter.now();
@@ -440,16 +431,7 @@ impl<'m, 'b, 'w, C: InstrCounter> Server<'m, 'b, 'w, C> {
 
     /// Runs the model on `self.line[start..end]` and answers with its output or `ERR`.
     fn infer<S: Write>(&mut self, serial: &mut S, start: usize, end: usize) -> Result<(), Outcome> {
-        let input = self
-            .line
-            .get(start..end)
-            .and_then(|b| core::str::from_utf8(b).ok())
-            .unwrap_or("");
-        let opts = if self.beam == 1 {
-            DecodeOptions::greedy()
-        } else {
-            DecodeOptions::beam(self.beam)
-        };
+        let (input, opts) = request(&self.line, start, end, self.beam);
         let t0 = self.counter.now();
         let result = self.runner.translate(input, &opts, self.out);
         let t1 = self.counter.now();
@@ -467,6 +449,20 @@ impl<'m, 'b, 'w, C: InstrCounter> Server<'m, 'b, 'w, C> {
             }
         }
     }
+}
+
+/// The input text `line[start..end]` and the decoding options for beam width `beam`.
+fn request(line: &[u8], start: usize, end: usize, beam: usize) -> (&str, DecodeOptions) {
+    let input = line
+        .get(start..end)
+        .and_then(|b| core::str::from_utf8(b).ok())
+        .unwrap_or("");
+    let opts = if beam == 1 {
+        DecodeOptions::greedy()
+    } else {
+        DecodeOptions::beam(beam)
+    };
+    (input, opts)
 }
 
 /// Writes one answer line (the text from `f`, then `\n`) and flushes.
