@@ -33,8 +33,9 @@ pub fn round_half_away(x: f32) -> i32 {
 /// vector (it was 13% of a G2P model's instructions with `f32::max`, a `fmaxf` call per value on
 /// Armv7E-M). The maximum compares magnitudes as integers (for non-negative floats the order of
 /// the bit patterns is the order of the values, and NaN sorts above infinity), four at a time.
-/// No clamp is needed: with `inv = 127 / max` rounded and `|v| <= max`,
-/// `|v * inv| <= 127 (1 + 2^-24)^2 < 127.00002`, which rounds to at most 127.
+/// No clamp is needed when `inv = 127 / max` is finite: with `|v| <= max`,
+/// `|v * inv| <= 127 (1 + 2^-24)^2 < 127.00002`, which rounds to at most 127. When `max` is below
+/// `127 / f32::MAX` (about 3.7e-37) `inv` overflows to infinity and the clamped loop runs instead.
 #[inline(never)]
 pub fn quantize_row(x: &[f32], out: &mut [i8]) -> f32 {
     const MAGNITUDE: u32 = 0x7FFF_FFFF;
@@ -55,19 +56,19 @@ pub fn quantize_row(x: &[f32], out: &mut [i8]) -> f32 {
         return 0.0;
     }
     let inv = QMAX / max;
+    if !inv.is_finite() {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = round_half_away(v * inv).clamp(-127, 127) as i8;
+        }
+        return max / QMAX;
+    }
     let q = |v: f32| round_half_away(v * inv) as i8;
-    let (out_groups, out_tail) = out.as_chunks_mut::<4>();
+    let (out_groups, _) = out.as_chunks_mut::<4>();
     for (o, [a, b, c, d]) in out_groups.iter_mut().zip(groups) {
         *o = [q(*a), q(*b), q(*c), q(*d)];
     }
     let done = 4 * out_groups.len().min(groups.len());
-    let rest = x.get(done..).unwrap_or(&[]);
-    let out_rest = if out_groups.len() > groups.len() {
-        out.get_mut(done..).unwrap_or(&mut [])
-    } else {
-        out_tail
-    };
-    for (o, &v) in out_rest.iter_mut().zip(rest) {
+    for (o, &v) in out.iter_mut().zip(x).skip(done) {
         *o = q(v);
     }
     max / QMAX
