@@ -407,7 +407,7 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
                 .chunks_exact_mut(per_layer)
                 .zip(cross_v.chunks_exact_mut(per_layer));
             for (l, (ck, cv)) in layers.enumerate() {
-                let cross = w.decoder(l).cross;
+                let cross = w.cross_attention(l);
                 cross.k.forward(&act, s.q);
                 attention::write_row(ck, kv, rows, heads, r, s.q);
                 cross.v.forward(&act, s.q);

@@ -323,7 +323,7 @@ impl<'b> Weights<'b> {
         DecoderBlock {
             self_attn: self.attention(at(0)),
             norm1: self.norm(at(8)),
-            cross: self.attention(at(10)),
+            cross: self.cross_attention(l),
             norm2: self.norm(at(18)),
             ffn: Ffn {
                 l1: self.linear(at(20)),
@@ -331,6 +331,12 @@ impl<'b> Weights<'b> {
             },
             norm3: self.norm(at(24)),
         }
+    }
+
+    /// The cross-attention of decoder block `l` alone (the encoder projects its keys and values
+    /// once per input, without the rest of the block).
+    pub fn cross_attention(&self, l: usize) -> Attention<'b> {
+        self.attention(self.layout.decoder(l, 10))
     }
 
     /// Final encoder and decoder norms (pre-LN only).

@@ -351,22 +351,19 @@ mod board {
                 bail!("the firmware answered {answer:?} to !profile");
             };
             let f = qemu::parse_fields(rest);
-            let num = |k: &str| -> Result<u64> {
-                f.get(k)
-                    .and_then(|v| v.split('/').next())
-                    .and_then(|v| v.parse().ok())
-                    .with_context(|| format!("no {k} in {answer:?}"))
+            // `key=N` or, for a phase, `key=INSTRUCTIONS/ENTRIES`.
+            let field = |k: &str| -> Result<(u64, u64)> {
+                let v = f.get(k).with_context(|| format!("no {k} in {answer:?}"))?;
+                let (i, c) = v.split_once('/').unwrap_or((v, "0"));
+                Ok((i.parse()?, c.parse()?))
             };
-            total += num("instructions")?;
-            tokens += num("tokens")?;
-            other += num("other")?;
+            total += field("instructions")?.0;
+            tokens += field("tokens")?.0;
+            other += field("other")?.0;
             for (name, instr, calls) in &mut sums {
-                *instr += num(name)?;
-                *calls += f
-                    .get(name.as_str())
-                    .and_then(|v| v.split_once('/'))
-                    .and_then(|(_, c)| c.parse::<u64>().ok())
-                    .unwrap_or(0);
+                let (i, c) = field(name)?;
+                *instr += i;
+                *calls += c;
             }
         }
         let per_token = |x: u64| x as f64 / tokens.max(1) as f64;

@@ -126,6 +126,15 @@ fn fixed_inputs() -> Vec<String> {
     inputs
 }
 
+/// Sends `lines` verbatim (a leading `!` is a command) and collects one answer per line.
+fn raw_session(board: Board, blob: &std::path::Path, lines: &[String]) -> qemu::SessionOutput {
+    let opts = SessionOptions {
+        raw: true,
+        ..Default::default()
+    };
+    qemu::run_session_with(board, &firmware(board), blob, lines, &opts).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 fn host(blob: &std::path::Path, inputs: &[String], beam: usize) -> Vec<String> {
     let bytes = picoformer_host_tools::engine::load_blob(blob).expect("read blob");
     qemu::host_outputs(bytes.as_bytes(), inputs, beam).expect("host outputs")
@@ -307,11 +316,7 @@ fn bad_lines_get_err_and_the_next_line_is_answered() {
     ]
     .map(String::from)
     .to_vec();
-    let opts = SessionOptions {
-        raw: true,
-        ..Default::default()
-    };
-    let out = qemu::run_session_with(board, &firmware(board), &blob, &lines, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let out = raw_session(board, &blob, &lines);
     let a = &out.answers;
     let host = host(
         &blob,
@@ -347,11 +352,7 @@ fn the_profile_accounts_for_every_instruction_of_an_inference() {
     let lines: Vec<String> = ["abcdef", "!icount", "!profile abcdef", "!profile zzz"]
         .map(String::from)
         .to_vec();
-    let opts = SessionOptions {
-        raw: true,
-        ..Default::default()
-    };
-    let out = qemu::run_session_with(board, &firmware(board), &blob, &lines, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let out = raw_session(board, &blob, &lines);
     let a = &out.answers;
     let plain: u64 = qemu::parse_fields(a[1].trim_start_matches("ICOUNT "))["instructions"]
         .parse()
