@@ -17,6 +17,8 @@ enum Command {
     Data(data::DataArgs),
     /// Train a model on a TSV of `input<TAB>output` lines.
     Train(Box<train::TrainArgs>),
+    /// Average the last snapshots of a training run into one checkpoint.
+    Average(train::AverageArgs),
     /// Export a checkpoint to a blob (.pfb) in f32 or int8.
     Export(export::ExportArgs),
     /// Show a blob's format version, config, vocabularies and memory needs.
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Data(a) => data::run(a),
         Command::Train(a) => train::run(*a),
+        Command::Average(a) => train::average(a),
         Command::Export(a) => export::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Eval(a) => eval::run(a),

@@ -195,3 +195,112 @@ fn resume_continues_the_same_loss_trajectory() {
     let sb = std::fs::read(cut.join("last.safetensors")).unwrap();
     assert!(sa == sb, "final weights differ after resume");
 }
+
+/// Every tensor of a safetensors file, by name.
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let v = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn keep_last_snapshots_average_into_an_exportable_checkpoint() {
+    let d = tmp("average");
+    let (train, dev) = (d.join("train.tsv"), d.join("dev.tsv"));
+    write_reversal(&train, 96, 3);
+    write_reversal(&dev, 12, 4);
+    let run = d.join("run");
+    let o = bin()
+        .arg("train")
+        .arg("--data")
+        .arg(&train)
+        .arg("--dev")
+        .arg(&dev)
+        .arg("--out")
+        .arg(&run)
+        .args(["--d-model", "16", "--heads", "2", "--d-ff", "24"])
+        .args(["--encoder-layers", "1", "--decoder-layers", "1", "--batch-size", "32"])
+        .args(["--epochs", "5", "--keep-last", "3", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut snaps: Vec<String> = std::fs::read_dir(run.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    snaps.sort();
+    // 3 batches per epoch, one evaluation per epoch: steps 9, 12 and 15 are the last three.
+    assert_eq!(
+        snaps,
+        [
+            "step-00000009.safetensors",
+            "step-00000012.safetensors",
+            "step-00000015.safetensors"
+        ]
+    );
+    // The newest snapshot is the final weights.
+    assert_eq!(
+        std::fs::read(run.join("snapshots/step-00000015.safetensors")).unwrap(),
+        std::fs::read(run.join("last.safetensors")).unwrap()
+    );
+
+    let avg = d.join("avg");
+    let o = bin()
+        .arg("average")
+        .arg(&run)
+        .args(["--last", "2", "--out"])
+        .arg(&avg)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = tensors(&run.join("snapshots/step-00000012.safetensors"));
+    let b = tensors(&run.join("snapshots/step-00000015.safetensors"));
+    let mean = tensors(&avg.join("best.safetensors"));
+    assert_eq!(mean.len(), a.len());
+    let mut differs = false;
+    for ((ta, tb), tm) in a.iter().zip(&b).zip(&mean) {
+        assert_eq!(ta.0, tm.0);
+        for ((x, y), m) in ta.1.iter().zip(&tb.1).zip(&tm.1) {
+            let want = ((f64::from(*x) + f64::from(*y)) / 2.0) as f32;
+            assert_eq!(*m, want, "{}", ta.0);
+            differs |= x != y;
+        }
+    }
+    assert!(differs, "the two snapshots should differ");
+
+    let blob = d.join("avg.pfb");
+    let o = bin()
+        .args(["export", "--checkpoint"])
+        .arg(&avg)
+        .args(["--quant", "int8", "--out"])
+        .arg(&blob)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(blob.exists());
+
+    let o = bin()
+        .arg("average")
+        .arg(&run)
+        .args(["--last", "4", "--out"])
+        .arg(d.join("x"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("holds 3 snapshot(s), fewer than --last 4"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+}

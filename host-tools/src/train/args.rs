@@ -114,6 +114,9 @@ pub struct TrainArgs {
     /// Write a log.csv row every N steps [default: 50].
     #[arg(long, value_name = "N")]
     pub log_every: Option<u64>,
+    /// Keep the weights of the last N evaluations in `snapshots/`, for `picoformer average` [default: 0].
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u64>,
     /// Worker threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -152,6 +155,7 @@ pub struct FileConfig {
     epochs: Option<u64>,
     patience: Option<u64>,
     eval_every: Option<u64>,
+    keep_last: Option<u64>,
     seed: Option<u64>,
 }
 
@@ -211,6 +215,8 @@ pub struct TrainChoice {
     pub patience: u64,
     /// Evaluation interval in steps (0 = per epoch).
     pub eval_every: u64,
+    /// Snapshots kept.
+    pub keep_last: u64,
     /// Seed.
     pub seed: u64,
 }
@@ -245,6 +251,7 @@ impl TrainArgs {
             epochs: self.epochs.or(file.epochs).unwrap_or(if qat { 3 } else { 50 }),
             patience: self.patience.or(file.patience).unwrap_or(6),
             eval_every: self.eval_every.or(file.eval_every).unwrap_or(0),
+            keep_last: self.keep_last.or(file.keep_last).unwrap_or(0),
             seed: self.seed.or(file.seed).unwrap_or(0),
         };
         if !(t.lr > 0.0 && t.lr.is_finite()) {

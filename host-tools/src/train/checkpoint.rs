@@ -49,6 +49,9 @@ pub struct TrainHyper {
     pub eval_every: u64,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Weights of the last N evaluations kept in `snapshots/` for `picoformer average` (0 = none).
+    #[serde(default)]
+    pub keep_last: u64,
     /// Training file.
     pub data: String,
     /// Dev file.
@@ -277,6 +280,44 @@ pub fn save_weights(path: &Path, layout: &Layout, params: &[f32]) -> Result<()> 
         .map(|(n, s, v)| (n, s, le_bytes(&v)))
         .collect();
     write_atomic(path, &safetensors_bytes(items)?)
+}
+
+/// Directory of the per-evaluation snapshots (`--keep-last`).
+pub const SNAPSHOTS: &str = "snapshots";
+
+/// Saves `params` as `dir/snapshots/step-NNNNNNNN.safetensors` and deletes all but the newest `keep`.
+pub fn save_snapshot(dir: &Path, layout: &Layout, params: &[f32], step: u64, keep: u64) -> Result<()> {
+    let snaps = dir.join(SNAPSHOTS);
+    fs::create_dir_all(&snaps).with_context(|| format!("cannot create {}", snaps.display()))?;
+    save_weights(&snaps.join(format!("step-{step:08}.safetensors")), layout, params)?;
+    let all = list_snapshots(dir)?;
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep as usize)) {
+        fs::remove_file(old).with_context(|| format!("cannot remove {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// The snapshots of `dir` as `(step, path)`, oldest first.
+pub fn list_snapshots(dir: &Path) -> Result<Vec<(u64, std::path::PathBuf)>> {
+    let snaps = dir.join(SNAPSHOTS);
+    let Ok(entries) = fs::read_dir(&snaps) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e.with_context(|| format!("cannot list {}", snaps.display()))?.path();
+        let step = path.file_name().and_then(|n| n.to_str()).and_then(|n| {
+            n.strip_prefix("step-")?
+                .strip_suffix(".safetensors")?
+                .parse::<u64>()
+                .ok()
+        });
+        if let Some(step) = step {
+            out.push((step, path));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Reads a weights file written by [`save_weights`] into a flat buffer.

@@ -5,11 +5,12 @@
 //! products, linear, LayerNorm, ReLU, dropout), [`attention`], [`loss`] (smoothed cross-entropy),
 //! [`model`] (the forward/backward "tape"), [`decode`] (batched greedy decoding with a KV cache),
 //! [`optim`] (AdamW, clipping, schedule), [`qat`] (int8 fake quantization), [`checkpoint`] (the
-//! checkpoint directory) and [`rng`] (counter-based randomness, so a resumed run is bit-identical).
+//! checkpoint directory), [`average`] (checkpoint averaging) and [`rng`] (counter-based randomness, so a resumed run is bit-identical).
 //! Both cores are used by splitting each batch into one shard per thread (data parallelism).
 
 mod args;
 mod attention;
+mod average;
 mod batch;
 mod checkpoint;
 mod decode;
@@ -28,6 +29,7 @@ mod tests;
 use anyhow::Result;
 
 pub use args::TrainArgs;
+pub use average::{run as average, AverageArgs};
 // The API `export` and `eval` build on (see the module docs).
 #[allow(unused_imports)]
 pub use batch::Vocabs;

@@ -356,6 +356,7 @@ fn setup(args: &TrainArgs) -> Result<Setup> {
         epochs: t.epochs,
         patience: t.patience,
         eval_every: t.eval_every,
+        keep_last: t.keep_last,
         seed: t.seed,
         // Absolute, so `export` finds the dev set for its self-check from any directory.
         data: std::fs::canonicalize(data)
@@ -438,6 +439,7 @@ fn setup_resume(args: &TrainArgs, file: &FileConfig, dir: PathBuf) -> Result<Set
         h.epochs = t.epochs;
         h.patience = t.patience;
         h.dropout = t.dropout;
+        h.keep_last = t.keep_last;
         let spe = train.len().div_ceil(h.batch_size) as u64;
         state = State {
             step: 0,
@@ -467,6 +469,9 @@ fn setup_resume(args: &TrainArgs, file: &FileConfig, dir: PathBuf) -> Result<Set
     }
     if let Some(p) = args.patience {
         config.train.patience = p;
+    }
+    if let Some(k) = args.keep_last {
+        config.train.keep_last = k;
     }
     if state.finished {
         bail!(
@@ -540,7 +545,17 @@ fn evaluate(
     )
 }
 
-fn save_checkpoint(dir: &Path, t: &Trainer, state: &State, log: &[String], improved: bool) -> Result<()> {
+fn save_checkpoint(
+    dir: &Path,
+    t: &Trainer,
+    state: &State,
+    log: &[String],
+    improved: bool,
+    keep_last: u64,
+) -> Result<()> {
+    if keep_last > 0 {
+        checkpoint::save_snapshot(dir, &t.layout, &t.params, state.step, keep_last)?;
+    }
     checkpoint::save_weights(&dir.join("last.safetensors"), &t.layout, &t.params)?;
     if improved || !dir.join("best.safetensors").exists() {
         checkpoint::save_weights(&dir.join("best.safetensors"), &t.layout, &t.params)?;
@@ -824,7 +839,7 @@ fn eval_and_save(
         100.0 * scores.token_error_rate,
         if improved { " (best)" } else { "" }
     ));
-    save_checkpoint(dir, trainer, state, log, improved)?;
+    save_checkpoint(dir, trainer, state, log, improved, h.keep_last)?;
     Ok(state.evals_without_improvement >= h.patience.max(1))
 }
 

@@ -240,6 +240,7 @@ fn test_hyper() -> checkpoint::TrainHyper {
         epochs: 1,
         patience: 3,
         eval_every: 0,
+        keep_last: 0,
         seed: 0,
         data: String::new(),
         dev: String::new(),
