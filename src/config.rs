@@ -63,6 +63,11 @@ pub struct Config {
     pub output_split: Split,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f32,
+    /// Kernel width of the depthwise convolution sublayer in every encoder block (odd), or 0 for
+    /// none. The sublayer sits between self-attention and the FFN, as in Conformer:
+    /// `x + DWConv(LN(x))` (pre-LN) or `LN(x + DWConv(x))` (post-LN). It gives each position its
+    /// neighbours directly, which attention with absolute positions learns only with effort.
+    pub conv_kernel: usize,
 }
 
 /// Id of the padding token in both vocabularies.
@@ -90,7 +95,12 @@ impl Config {
         let d = self.d_model;
         let attn = 4 * (d * d + d);
         let ffn = d * self.d_ff + self.d_ff + self.d_ff * d + d;
-        let enc = self.encoder_layers * (attn + ffn + 2 * 2 * d);
+        let conv = if self.conv_kernel > 0 {
+            d * self.conv_kernel + d + 2 * d
+        } else {
+            0
+        };
+        let enc = self.encoder_layers * (attn + ffn + 2 * 2 * d + conv);
         let dec = self.decoder_layers * (2 * attn + ffn + 3 * 2 * d);
         let final_norms = if self.norm == NormPlacement::Pre { 2 * 2 * d } else { 0 };
         let out = if self.tied_output { 0 } else { self.output_vocab * d } + self.output_vocab;

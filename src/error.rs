@@ -80,6 +80,11 @@ pub enum BlobError {
         /// Model width.
         d_model: u16,
     },
+    /// The encoder convolution kernel width must be odd (centred on its position).
+    EvenConvKernel {
+        /// The width found.
+        kernel: u16,
+    },
     /// LayerNorm epsilon is not a positive finite number.
     BadEpsilon,
     /// A section's offset or length points outside the blob or is misaligned.
@@ -219,9 +224,14 @@ impl fmt::Display for BlobError {
             BadMagic => write!(f, "not a picoformer blob (bad magic)"),
             UnsupportedVersion { found, supported } => write!(
                 f,
-                "blob format version {found} is not supported; this engine reads version {supported}"
+                "blob format version {found} is not supported; this engine reads versions {} to {supported}",
+                crate::blob::OLDEST_VERSION
             ),
-            BadHeaderSize { found } => write!(f, "header size {found} does not match format version 1"),
+            BadHeaderSize { found } => write!(
+                f,
+                "header size {found} does not match the format's {}",
+                crate::blob::HEADER_BYTES
+            ),
             LengthMismatch { header, actual } => write!(
                 f,
                 "blob length {actual} differs from the {header} bytes its header records (truncated or padded)"
@@ -242,6 +252,7 @@ impl fmt::Display for BlobError {
                 write!(f, "d_model {d_model} is not a multiple of heads {heads}")
             }
             OddModelWidth { d_model } => write!(f, "d_model {d_model} must be even"),
+            EvenConvKernel { kernel } => write!(f, "conv_kernel {kernel} must be odd"),
             BadEpsilon => write!(f, "layer_norm_eps must be positive and finite"),
             SectionOutOfBounds { section } => write!(f, "{section} section is out of bounds or misaligned"),
             VocabTruncated => write!(f, "vocabulary section has the wrong length"),

@@ -1,7 +1,7 @@
 //! Where a forward pass spends its instructions: an optional per-phase profile.
 //!
 //! With the `profile` feature, the runner wraps each kind of work (matrix-vector products,
-//! activation quantization, attention, softmax, LayerNorm, cache writes, embedding, output) in a
+//! activation quantization, attention, softmax, LayerNorm, cache writes, embedding, output, convolution) in a
 //! [`Scope`]. Time is charged to the innermost open scope only, so the phases add up to the time
 //! spent inside them and nothing is counted twice; whatever runs outside every scope (residual
 //! adds, ReLU, control flow) is the caller's total minus [`Report::sum`].
@@ -31,10 +31,12 @@ pub enum Phase {
     Embed = 6,
     /// Log-softmax of the logits and the choice of the next token(s).
     Output = 7,
+    /// The encoder's depthwise convolution (models with `conv_kernel > 0`).
+    Conv = 8,
 }
 
 /// Number of [`Phase`]s.
-pub const PHASES: usize = 8;
+pub const PHASES: usize = 9;
 
 impl Phase {
     /// Every phase, in [`Phase`] order.
@@ -47,6 +49,7 @@ impl Phase {
         Phase::CacheWrite,
         Phase::Embed,
         Phase::Output,
+        Phase::Conv,
     ];
 
     /// Short lowercase name (`matvec`, `quantize`, ...).
@@ -60,6 +63,7 @@ impl Phase {
             Phase::CacheWrite => "cache",
             Phase::Embed => "embed",
             Phase::Output => "output",
+            Phase::Conv => "conv",
         }
     }
 }

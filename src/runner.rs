@@ -387,7 +387,24 @@ impl<'m, 'b, 'w> Runner<'m, 'b, 'w> {
             for (r, xr) in x.chunks_exact_mut(d).take(n).enumerate() {
                 self_attention_row(cfg, &blk.attn, &blk.norm1, xr, k, v, n, s);
                 probe_hit(probe, crate::tensors::Site::EncoderSelf, l, n, r, s.scores);
-                feed_forward(cfg, xr, &blk.ffn, &blk.norm2, s);
+                if blk.conv.is_none() {
+                    feed_forward(cfg, xr, &blk.ffn, &blk.norm2, s);
+                }
+            }
+            if let Some(conv) = &blk.conv {
+                // Every position's sublayer input first (into the key buffer, free once attention
+                // is done), then each row's update reads only those.
+                for (xr, ir) in x.chunks_exact(d).zip(k.chunks_exact_mut(d)).take(n) {
+                    sublayer_input(cfg, xr, &conv.norm, ir);
+                }
+                for (r, xr) in x.chunks_exact_mut(d).take(n).enumerate() {
+                    {
+                        let _p = profile::scope(Phase::Conv);
+                        conv.row(k, n, r, s.a);
+                    }
+                    residual(cfg, xr, s.a, &conv.norm);
+                    feed_forward(cfg, xr, &blk.ffn, &blk.norm2, s);
+                }
             }
         }
         if let Some((enc_norm, _)) = w.final_norms(cfg) {

@@ -61,6 +61,9 @@ pub enum Kind {
     LayerNorm(Stack, u8, Param),
     /// `{stack}.layers.{l}.linear{n}.{weight|bias}` (n = 1, 2).
     Linear(Stack, u8, Param),
+    /// `encoder.layers.{l}.conv.{weight|bias}`: the depthwise convolution (`[d, kernel]` weight),
+    /// always f32.
+    Conv(Param),
     /// `{stack}.norm.{weight|bias}`: the final LayerNorm of a pre-LN stack.
     FinalNorm(Stack, Param),
     /// `out_proj.{weight|bias}`.
@@ -76,8 +79,11 @@ pub struct TensorId {
     pub layer: u16,
 }
 
-/// Tensors per encoder block.
+/// Tensors per encoder block without the convolution sublayer.
 pub const ENCODER_BLOCK_TENSORS: usize = 16;
+/// Extra tensors per encoder block with the convolution sublayer (`conv.weight`, `conv.bias`,
+/// `norm3.weight`, `norm3.bias`, after the block's other tensors).
+pub const CONV_TENSORS: usize = 4;
 /// Tensors per decoder block.
 pub const DECODER_BLOCK_TENSORS: usize = 26;
 
@@ -111,10 +117,18 @@ fn ffn(stack: Stack) -> [Kind; 4] {
 /// The kind of the `i`-th tensor of an encoder block.
 fn encoder_block_kind(i: usize) -> Option<Kind> {
     let attn = ATTN.iter().map(|&(p, q)| Kind::Attention(Site::EncoderSelf, p, q));
+    let conv = [Kind::Conv(Param::Weight), Kind::Conv(Param::Bias)];
     attn.chain(norm(Stack::Encoder, 1))
         .chain(ffn(Stack::Encoder))
         .chain(norm(Stack::Encoder, 2))
+        .chain(conv)
+        .chain(norm(Stack::Encoder, 3))
         .nth(i)
+}
+
+/// Tensors per encoder block of `cfg`.
+pub fn encoder_block_tensors(cfg: &Config) -> usize {
+    ENCODER_BLOCK_TENSORS + if cfg.conv_kernel > 0 { CONV_TENSORS } else { 0 }
 }
 
 /// The kind of the `i`-th tensor of a decoder block.
@@ -140,13 +154,16 @@ pub struct Layout {
     pub tail_start: usize,
     /// Number of tensors.
     pub count: usize,
+    /// Tensors per encoder block.
+    pub encoder_block: usize,
 }
 
 impl Layout {
     /// The layout of `cfg`'s tensors.
     pub fn of(cfg: &Config) -> Layout {
         let encoder_start = 2;
-        let decoder_start = encoder_start + cfg.encoder_layers * ENCODER_BLOCK_TENSORS;
+        let encoder_block = encoder_block_tensors(cfg);
+        let decoder_start = encoder_start + cfg.encoder_layers * encoder_block;
         let tail_start = decoder_start + cfg.decoder_layers * DECODER_BLOCK_TENSORS;
         let count = tail_start + tail_kinds(cfg).count();
         Layout {
@@ -154,12 +171,13 @@ impl Layout {
             decoder_start,
             tail_start,
             count,
+            encoder_block,
         }
     }
 
     /// Index of an encoder block's `i`-th tensor.
     pub fn encoder(&self, layer: usize, i: usize) -> usize {
-        self.encoder_start + layer * ENCODER_BLOCK_TENSORS + i
+        self.encoder_start + layer * self.encoder_block + i
     }
 
     /// Index of a decoder block's `i`-th tensor.
@@ -190,9 +208,9 @@ impl TensorId {
         let head = [Kind::SrcEmbedding, Kind::TgtEmbedding]
             .into_iter()
             .map(|kind| TensorId { kind, layer: 0 });
-        let enc = (0..cfg.encoder_layers).flat_map(|l| {
-            (0..ENCODER_BLOCK_TENSORS)
-                .filter_map(move |i| encoder_block_kind(i).map(|kind| TensorId { kind, layer: l as u16 }))
+        let per_block = encoder_block_tensors(cfg);
+        let enc = (0..cfg.encoder_layers).flat_map(move |l| {
+            (0..per_block).filter_map(move |i| encoder_block_kind(i).map(|kind| TensorId { kind, layer: l as u16 }))
         });
         let dec = (0..cfg.decoder_layers).flat_map(|l| {
             (0..DECODER_BLOCK_TENSORS)
@@ -208,7 +226,7 @@ impl TensorId {
         match self.kind {
             Kind::SrcEmbedding | Kind::TgtEmbedding => true,
             Kind::Attention(_, _, p) | Kind::Linear(_, _, p) | Kind::OutProj(p) => p == Param::Weight,
-            Kind::LayerNorm(..) | Kind::FinalNorm(..) => false,
+            Kind::LayerNorm(..) | Kind::FinalNorm(..) | Kind::Conv(_) => false,
         }
     }
 
@@ -224,7 +242,10 @@ impl TensorId {
             Kind::Linear(_, 1, Param::Bias) => (1, cfg.d_ff),
             Kind::OutProj(Param::Weight) => (cfg.output_vocab, d),
             Kind::OutProj(Param::Bias) => (1, cfg.output_vocab),
-            Kind::Attention(..) | Kind::Linear(..) | Kind::LayerNorm(..) | Kind::FinalNorm(..) => (1, d),
+            Kind::Conv(Param::Weight) => (d, cfg.conv_kernel),
+            Kind::Attention(..) | Kind::Linear(..) | Kind::LayerNorm(..) | Kind::FinalNorm(..) | Kind::Conv(_) => {
+                (1, d)
+            }
         }
     }
 
@@ -263,6 +284,7 @@ impl TensorId {
             Kind::Linear(st, n, q) => 0x0500 | s(st) << 4 | u16::from(n) << 1 | p(q),
             Kind::FinalNorm(st, q) => 0x0600 | s(st) << 4 | p(q),
             Kind::OutProj(q) => 0x0700 | p(q),
+            Kind::Conv(q) => 0x0800 | p(q),
         }
     }
 }
@@ -300,6 +322,7 @@ impl fmt::Display for TensorId {
             Kind::Linear(s, n, p) => write!(f, "{}.layers.{l}.linear{n}.{}", stack(s), param(p)),
             Kind::FinalNorm(s, p) => write!(f, "{}.norm.{}", stack(s), param(p)),
             Kind::OutProj(p) => write!(f, "out_proj.{}", param(p)),
+            Kind::Conv(p) => write!(f, "encoder.layers.{l}.conv.{}", param(p)),
         }
     }
 }

@@ -184,6 +184,26 @@ pub struct Ffn<'b> {
     pub l2: Linear<'b>,
 }
 
+/// The encoder's depthwise convolution sublayer (see [`Config::conv_kernel`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Conv<'b> {
+    /// `[d_model, kernel]`: tap `j` of channel `c` at `c * kernel + j` reads position `t + j - kernel / 2`.
+    pub weight: &'b [f32],
+    /// One bias per channel.
+    pub bias: &'b [f32],
+    /// Kernel width (odd).
+    pub kernel: usize,
+    /// Norm around the sublayer.
+    pub norm: Norm<'b>,
+}
+
+impl Conv<'_> {
+    /// The sublayer body at row `r` of the `n` sublayer inputs in `rows`, into `out`.
+    pub fn row(&self, rows: &[f32], n: usize, r: usize, out: &mut [f32]) {
+        kernels::depthwise_conv_row(rows, n, r, self.weight, self.bias, self.kernel, out);
+    }
+}
+
 /// One encoder block.
 #[derive(Debug, Clone, Copy)]
 pub struct EncoderBlock<'b> {
@@ -191,6 +211,8 @@ pub struct EncoderBlock<'b> {
     pub attn: Attention<'b>,
     /// Norm around the attention sublayer.
     pub norm1: Norm<'b>,
+    /// Depthwise convolution between attention and the FFN (`conv_kernel > 0`).
+    pub conv: Option<Conv<'b>>,
     /// Feed-forward network.
     pub ffn: Ffn<'b>,
     /// Norm around the feed-forward sublayer.
@@ -248,9 +270,12 @@ impl<'b> Weights<'b> {
         bytemuck::try_cast_slice(self.bytes(offset, 4 * n)).unwrap_or(&[])
     }
 
-    /// The vector at directory index `i`.
+    /// The f32 tensor at directory index `i` that is not a matrix of a linear layer: a vector,
+    /// or the convolution's `[d_model, kernel]` taps (all rows times columns values).
     pub fn vector(&self, i: usize) -> &'b [f32] {
-        self.dir.get(i).map_or(&[], |e| self.floats(e.offset, e.cols as usize))
+        self.dir
+            .get(i)
+            .map_or(&[], |e| self.floats(e.offset, e.rows as usize * e.cols as usize))
     }
 
     /// The matrix at directory index `i`.
@@ -306,9 +331,16 @@ impl<'b> Weights<'b> {
     /// Encoder block `l` (see `tensors` for the order within a block).
     pub fn encoder(&self, l: usize) -> EncoderBlock<'b> {
         let at = |i| self.layout.encoder(l, i);
+        let conv = (self.layout.encoder_block > crate::tensors::ENCODER_BLOCK_TENSORS).then(|| Conv {
+            weight: self.vector(at(16)),
+            bias: self.vector(at(17)),
+            kernel: self.dir.get(at(16)).map_or(1, |e| e.cols as usize),
+            norm: self.norm(at(18)),
+        });
         EncoderBlock {
             attn: self.attention(at(0)),
             norm1: self.norm(at(8)),
+            conv,
             ffn: Ffn {
                 l1: self.linear(at(10)),
                 l2: self.linear(at(12)),

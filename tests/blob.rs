@@ -23,11 +23,19 @@ fn small() -> picoformer::Config {
 #[test]
 fn round_trip_f32_and_int8() {
     for quant in [Quant::F32, Quant::Int8] {
-        for (norm, tied) in [(NormPlacement::Post, false), (NormPlacement::Pre, true)] {
+        for (norm, tied, conv) in [
+            (NormPlacement::Post, false, 0),
+            (NormPlacement::Pre, true, 0),
+            (NormPlacement::Pre, false, 3),
+        ] {
             let mut cfg = config(norm, tied, quant);
             cfg.input_split = Split::Space;
+            cfg.conv_kernel = conv;
             let tensors = random_tensors(&cfg, 42, 0.0);
             let bytes = blob(&cfg, &tensors);
+            // The lowest version that describes the model: 2 only with the convolution.
+            let version = u16::from_le_bytes([bytes.as_bytes()[4], bytes.as_bytes()[5]]);
+            assert_eq!(version, if conv > 0 { 2 } else { 1 });
             let model = Model::from_blob(bytes.as_bytes()).unwrap();
             assert_eq!(model.config(), &cfg);
             assert_eq!(model.blob_bytes(), bytes.as_bytes().len());
@@ -70,7 +78,8 @@ fn layout_is_aligned_and_documented_fields_hold() {
     let bytes = blob(&cfg, &random_tensors(&cfg, 1, 0.0));
     let b = bytes.as_bytes();
     assert_eq!(&b[0..4], b"PFMR");
-    assert_eq!(u16::from_le_bytes([b[4], b[5]]), FORMAT_VERSION);
+    assert_eq!(u16::from_le_bytes([b[4], b[5]]), blob::version_for(&cfg));
+    assert!(blob::version_for(&cfg) <= FORMAT_VERSION);
     assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize, b.len());
     assert_eq!(blob::peek_len(b).unwrap(), b.len());
     let parsed = blob::parse(b).unwrap();
@@ -141,12 +150,38 @@ fn each_rejection_has_its_own_error() {
     let good = blob(&cfg, &random_tensors(&cfg, 4, 0.0)).as_bytes().to_vec();
     let err = |b: AlignedBytes| Model::from_blob(b.as_bytes()).unwrap_err();
 
-    let e = err(patched(&good, 4, &2u16.to_le_bytes()));
-    assert_eq!(e, BlobError::UnsupportedVersion { found: 2, supported: 1 });
+    let e = err(patched(&good, 4, &3u16.to_le_bytes()));
+    assert_eq!(e, BlobError::UnsupportedVersion { found: 3, supported: 2 });
     assert_eq!(
         e.to_string(),
-        "blob format version 2 is not supported; this engine reads version 1"
+        "blob format version 3 is not supported; this engine reads versions 1 to 2"
     );
+    assert_eq!(
+        err(patched(&good, 4, &0u16.to_le_bytes())),
+        BlobError::UnsupportedVersion { found: 0, supported: 2 }
+    );
+    // A version-1 blob cannot carry a convolution kernel width.
+    assert_eq!(err(patched(&good, 38, &3u16.to_le_bytes())), BlobError::ReservedBits);
+    // A version-2 blob's kernel width must be odd and in range.
+    let mut conv_cfg = small();
+    conv_cfg.conv_kernel = 3;
+    let conv = blob(&conv_cfg, &random_tensors(&conv_cfg, 4, 0.0)).as_bytes().to_vec();
+    assert!(Model::from_blob(AlignedBytes::new(&conv).as_bytes()).is_ok());
+    let e = err(patched(&conv, 38, &4u16.to_le_bytes()));
+    assert_eq!(e, BlobError::EvenConvKernel { kernel: 4 });
+    assert_eq!(e.to_string(), "conv_kernel 4 must be odd");
+    assert!(matches!(
+        err(patched(&conv, 38, &33u16.to_le_bytes())),
+        BlobError::ConfigOutOfRange {
+            field: "conv_kernel",
+            ..
+        }
+    ));
+    // A kernel width that disagrees with the stored taps is caught by the tensor checks.
+    assert!(matches!(
+        err(patched(&conv, 38, &5u16.to_le_bytes())),
+        BlobError::ShapeMismatch { .. }
+    ));
     assert_eq!(err(patched(&good, 0, b"XXXX")), BlobError::BadMagic);
     let mut bad_crc = good.clone();
     let n = bad_crc.len();

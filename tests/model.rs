@@ -45,19 +45,28 @@ fn varied_length_tensors(cfg: &picoformer::Config, seed: u64) -> std::collection
     panic!("no END bias gives varied lengths for seed {seed}");
 }
 
-fn variants() -> Vec<(NormPlacement, bool)> {
+/// Norm placement, tied output and encoder convolution kernel (0 = none) of each tested model.
+fn variants() -> Vec<(NormPlacement, bool, usize)> {
     vec![
-        (NormPlacement::Post, false),
-        (NormPlacement::Pre, false),
-        (NormPlacement::Post, true),
-        (NormPlacement::Pre, true),
+        (NormPlacement::Post, false, 0),
+        (NormPlacement::Pre, false, 0),
+        (NormPlacement::Post, true, 0),
+        (NormPlacement::Pre, true, 0),
+        (NormPlacement::Pre, false, 3),
+        (NormPlacement::Post, true, 5),
     ]
+}
+
+fn variant_config(norm: NormPlacement, tied: bool, conv: usize, quant: Quant) -> picoformer::Config {
+    let mut cfg = config(norm, tied, quant);
+    cfg.conv_kernel = conv;
+    cfg
 }
 
 #[test]
 fn logits_match_f64_reference() {
-    for (seed, (norm, tied)) in variants().into_iter().enumerate() {
-        let cfg = config(norm, tied, Quant::F32);
+    for (seed, (norm, tied, conv)) in variants().into_iter().enumerate() {
+        let cfg = variant_config(norm, tied, conv, Quant::F32);
         let tensors = random_tensors(&cfg, seed as u64, 0.0);
         let blob = blob(&cfg, &tensors);
         let model = Model::from_blob(blob.as_bytes()).unwrap();
@@ -77,15 +86,18 @@ fn logits_match_f64_reference() {
                     }
                 })
                 .unwrap();
-            assert!(worst < LOGIT_TOL, "{norm:?} tied={tied}: logits differ by {worst}");
+            assert!(
+                worst < LOGIT_TOL,
+                "{norm:?} tied={tied} conv={conv}: logits differ by {worst}"
+            );
         }
     }
 }
 
 #[test]
 fn greedy_matches_reference_and_beam_1_equals_greedy() {
-    for (seed, (norm, tied)) in variants().into_iter().enumerate() {
-        let cfg = config(norm, tied, Quant::F32);
+    for (seed, (norm, tied, conv)) in variants().into_iter().enumerate() {
+        let cfg = variant_config(norm, tied, conv, Quant::F32);
         let tensors = varied_length_tensors(&cfg, 10 + seed as u64);
         let blob = blob(&cfg, &tensors);
         let model = Model::from_blob(blob.as_bytes()).unwrap();

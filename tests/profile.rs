@@ -40,9 +40,15 @@ fn profiled(cfg: &Config, input: &[u16], clock: Option<fn() -> u32>) -> (profile
 /// One test (the profile is global state), covering both precisions and both norm placements.
 #[test]
 fn phases_are_counted_as_the_model_shape_says() {
-    for (norm, quant) in [(NormPlacement::Pre, Quant::Int8), (NormPlacement::Post, Quant::F32)] {
+    for (norm, quant, conv) in [
+        (NormPlacement::Pre, Quant::Int8, 0),
+        (NormPlacement::Post, Quant::F32, 0),
+        (NormPlacement::Pre, Quant::Int8, 3),
+        (NormPlacement::Post, Quant::F32, 5),
+    ] {
         let mut cfg = config(norm, false, quant);
         cfg.kv_cache = quant;
+        cfg.conv_kernel = conv;
         let input = [1u16, 2, 3, 4, 5];
         let (report, len, elapsed) = profiled(&cfg, &input, Some(tick));
         let (n, steps) = (input.len() as u32, len as u32 + 1);
@@ -57,14 +63,18 @@ fn phases_are_counted_as_the_model_shape_says() {
         assert_eq!(calls(Phase::CacheWrite), ld * n * 2 + steps * ld * 2);
         assert_eq!(calls(Phase::Embed), n + steps);
         assert_eq!(calls(Phase::Output), steps);
-        let norms = match norm {
-            // Per encoder block and position: the attention input twice (once for K and V of
-            // every position, once for the row's Q) and the FFN input; three per decoder block
-            // and step; the final norm of the encoder (one scope over all positions) and of the
-            // decoder (every step).
-            NormPlacement::Pre => le * n * 3 + 1 + steps * (ld * 3 + 1),
-            NormPlacement::Post => le * n * 2 + steps * ld * 3,
-        };
+        // One convolution row per position and encoder layer; its sublayer has its own norm.
+        let convs = if conv > 0 { le * n } else { 0 };
+        assert_eq!(calls(Phase::Conv), convs);
+        let norms = convs
+            + match norm {
+                // Per encoder block and position: the attention input twice (once for K and V of
+                // every position, once for the row's Q) and the FFN input; three per decoder block
+                // and step; the final norm of the encoder (one scope over all positions) and of the
+                // decoder (every step).
+                NormPlacement::Pre => le * n * 3 + 1 + steps * (ld * 3 + 1),
+                NormPlacement::Post => le * n * 2 + steps * ld * 3,
+            };
         assert_eq!(calls(Phase::LayerNorm), norms, "{norm:?}");
         match quant {
             Quant::Int8 => assert!(calls(Phase::Quantize) > 0),

@@ -192,6 +192,7 @@ mod board {
             input_split: Split::Chars,
             output_split: Split::Space,
             layer_norm_eps: 1e-5,
+            conv_kernel: 0,
         };
         let mut state = 0x9E37_79B9u32;
         let mut tensors: HashMap<String, Vec<f32>> = HashMap::new();

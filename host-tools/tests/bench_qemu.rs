@@ -34,6 +34,7 @@ fn g2p_shaped(quant: Quant, d_model: usize, d_ff: usize) -> Config {
         input_split: Split::Chars,
         output_split: Split::Space,
         layer_norm_eps: 1e-5,
+        conv_kernel: 0,
     }
 }
 

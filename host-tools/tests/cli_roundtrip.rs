@@ -180,6 +180,7 @@ fn bad_inputs_get_one_line_errors() {
         input_split: picoformer::Split::Chars,
         output_split: picoformer::Split::Chars,
         layer_norm_eps: 1e-5,
+        conv_kernel: 0,
     };
     let tensors: std::collections::HashMap<String, Vec<f32>> = picoformer::TensorId::all(&cfg)
         .map(|id| {
@@ -192,7 +193,7 @@ fn bad_inputs_get_one_line_errors() {
             .unwrap();
     let good = d.join("good.pfb");
     std::fs::write(&good, &bytes).unwrap();
-    bytes[4] = 2;
+    bytes[4] = 3;
     let n = bytes.len() - 4;
     let crc = picoformer::blob::crc32(&bytes[..n]);
     bytes[n..].copy_from_slice(&crc.to_le_bytes());
@@ -200,12 +201,12 @@ fn bad_inputs_get_one_line_errors() {
     std::fs::write(&future, &bytes).unwrap();
     let e = fails(&["inspect", s(&future)]);
     assert!(
-        e.contains("version 2 is not supported; this engine reads version 1"),
+        e.contains("version 3 is not supported; this engine reads versions 1 to 2"),
         "{e}"
     );
     assert!(e.contains("future.pfb"), "{e}");
     let e = fails(&["eval", "--model", s(&future), "--data", s(&good)]);
-    assert!(e.contains("version 2"), "{e}");
+    assert!(e.contains("version 3"), "{e}");
 
     // A truncated blob.
     let cut = d.join("cut.pfb");

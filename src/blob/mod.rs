@@ -1,4 +1,4 @@
-//! Blob format v1: reading and validating (and, with `std`, writing) model blobs.
+//! Blob format v1 and v2: reading and validating (and, with `std`, writing) model blobs.
 //!
 //! The format is documented field by field in `docs/blob-format.md`. All fields are little-endian.
 //! [`parse`] checks everything once; afterwards the weights are viewed in place, never copied.
@@ -12,8 +12,21 @@ use crate::tensors::TensorId;
 
 /// The four bytes every blob starts with.
 pub const MAGIC: [u8; 4] = *b"PFMR";
-/// The format version this engine reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest format version this engine reads and writes. Version 2 adds the encoder
+/// convolution (header field `conv_kernel`); a blob without it is written as version 1, so engines
+/// that know only version 1 still read it.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this engine reads.
+pub const OLDEST_VERSION: u16 = 1;
+
+/// The lowest format version that can describe `cfg`.
+pub fn version_for(cfg: &Config) -> u16 {
+    if cfg.conv_kernel > 0 {
+        2
+    } else {
+        1
+    }
+}
 /// Bytes in the fixed header.
 pub const HEADER_BYTES: usize = 64;
 /// Bytes in one tensor directory entry.
@@ -58,8 +71,8 @@ pub mod field {
     pub const MAX_INPUT_LEN: Range<usize> = 34..36;
     /// u16 maximum output length.
     pub const MAX_OUTPUT_LEN: Range<usize> = 36..38;
-    /// u16 reserved, zero.
-    pub const RESERVED1: Range<usize> = 38..40;
+    /// u16 encoder convolution kernel width, 0 for none (version 2; zero in version 1).
+    pub const CONV_KERNEL: Range<usize> = 38..40;
     /// f32 LayerNorm epsilon.
     pub const LAYER_NORM_EPS: Range<usize> = 40..44;
     /// u32 offset of the vocabulary section.
@@ -99,6 +112,8 @@ pub const DTYPE_I8: u8 = 1;
 pub const MAX_DIM: u32 = 4096;
 /// Most blocks per stack.
 pub const MAX_LAYERS: u32 = 32;
+/// Widest encoder convolution kernel.
+pub const MAX_CONV_KERNEL: u32 = 31;
 
 /// One tensor directory entry, viewed in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -170,7 +185,7 @@ pub fn peek_len(header: &[u8]) -> Result<usize, BlobError> {
         return Err(BlobError::BadMagic);
     }
     let version = u16_at(header, field::VERSION);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(BlobError::UnsupportedVersion {
             found: version,
             supported: FORMAT_VERSION,
@@ -194,8 +209,9 @@ fn range_check(field_name: &'static str, value: u16, min: u32, max: u32) -> Resu
 
 fn parse_config(b: &[u8]) -> Result<Config, BlobError> {
     let flags = u32_at(b, field::FLAGS);
+    let conv_raw = u16_at(b, field::CONV_KERNEL);
     let reserved = b.get(field::RESERVED0).is_some_and(|r| r.iter().any(|&x| x != 0))
-        || u16_at(b, field::RESERVED1) != 0
+        || (u16_at(b, field::VERSION) < 2 && conv_raw != 0)
         || u32_at(b, field::RESERVED2) != 0;
     if flags & !KNOWN_FLAGS != 0 || reserved {
         return Err(BlobError::ReservedBits);
@@ -220,6 +236,13 @@ fn parse_config(b: &[u8]) -> Result<Config, BlobError> {
     }
     if d_model % 2 != 0 {
         return Err(BlobError::OddModelWidth { d_model: d_model_raw });
+    }
+    let conv_kernel = match conv_raw {
+        0 => 0,
+        k => range_check("conv_kernel", k, 1, MAX_CONV_KERNEL)?,
+    };
+    if conv_kernel % 2 == 0 && conv_kernel != 0 {
+        return Err(BlobError::EvenConvKernel { kernel: conv_raw });
     }
     let eps = f32::from_le_bytes(u32_at(b, field::LAYER_NORM_EPS).to_le_bytes());
     if !(eps.is_finite() && eps > 0.0) {
@@ -257,6 +280,7 @@ fn parse_config(b: &[u8]) -> Result<Config, BlobError> {
         input_split: split(FLAG_INPUT_SPACE),
         output_split: split(FLAG_OUTPUT_SPACE),
         layer_norm_eps: eps,
+        conv_kernel,
     })
 }
 

@@ -268,7 +268,7 @@ pub fn write_blob_with(
     }
     let h = &mut buf[..HEADER_BYTES];
     h[field::MAGIC].copy_from_slice(&MAGIC);
-    h[field::VERSION].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[field::VERSION].copy_from_slice(&super::version_for(cfg).to_le_bytes());
     h[field::HEADER_BYTES].copy_from_slice(&(HEADER_BYTES as u16).to_le_bytes());
     put_u32(h, field::TOTAL_BYTES, total)?;
     put_u32(h, field::FLAGS, flags as usize)?;
@@ -285,6 +285,7 @@ pub fn write_blob_with(
     put_u16(h, field::OUTPUT_VOCAB, cfg.output_vocab, "output_vocab")?;
     put_u16(h, field::MAX_INPUT_LEN, cfg.max_input_len, "max_input_len")?;
     put_u16(h, field::MAX_OUTPUT_LEN, cfg.max_output_len, "max_output_len")?;
+    put_u16(h, field::CONV_KERNEL, cfg.conv_kernel, "conv_kernel")?;
     h[field::LAYER_NORM_EPS].copy_from_slice(&cfg.layer_norm_eps.to_le_bytes());
     put_u32(h, field::VOCAB_OFFSET, HEADER_BYTES)?;
     put_u32(h, field::VOCAB_BYTES, vocab_bytes)?;

@@ -162,3 +162,30 @@ pub fn argmax(x: &[f32]) -> usize {
     }
     best
 }
+
+/// Depthwise convolution over positions at row `r` of `rows` (`n` rows of `out.len()` channels):
+/// `out[c] = bias[c] + sum_j weight[c * kernel + j] * rows[r + j - kernel / 2][c]`, with rows outside
+/// `0..n` read as zero (the sequence is zero-padded at both ends).
+pub fn depthwise_conv_row(
+    rows: &[f32],
+    n: usize,
+    r: usize,
+    weight: &[f32],
+    bias: &[f32],
+    kernel: usize,
+    out: &mut [f32],
+) {
+    let d = out.len();
+    out.iter_mut().zip(bias).for_each(|(o, b)| *o = *b);
+    let half = kernel / 2;
+    for j in 0..kernel {
+        let Some(t) = (r + j).checked_sub(half).filter(|&t| t < n) else {
+            continue;
+        };
+        let row = rows.get(t * d..(t + 1) * d).unwrap_or(&[]);
+        let taps = weight.iter().skip(j).step_by(kernel.max(1));
+        for ((o, x), w) in out.iter_mut().zip(row).zip(taps) {
+            *o += w * x;
+        }
+    }
+}

@@ -48,6 +48,7 @@ pub fn config(norm: NormPlacement, tied: bool, quant: Quant) -> Config {
         input_split: Split::Chars,
         output_split: Split::Space,
         layer_norm_eps: 1e-5,
+        conv_kernel: 0,
     }
 }
 
@@ -217,6 +218,32 @@ fn ffn(m: &HashMap<String, Vec<f32>>, prefix: &str, x: &[Vec<f64>]) -> Vec<Vec<f
         .collect()
 }
 
+/// `out[t][c] = bias[c] + sum_j w[c][j] * x[t + j - k/2][c]`, zero outside the sequence.
+fn depthwise_conv(m: &HashMap<String, Vec<f32>>, prefix: &str, x: &[Vec<f64>], k: usize) -> Vec<Vec<f64>> {
+    let w = t(m, &format!("{prefix}.conv.weight"));
+    let b = t(m, &format!("{prefix}.conv.bias"));
+    let n = x.len() as isize;
+    (0..n)
+        .map(|i| {
+            (0..b.len())
+                .map(|c| {
+                    let taps: f64 = (0..k)
+                        .map(|j| {
+                            let src = i + j as isize - (k / 2) as isize;
+                            if (0..n).contains(&src) {
+                                w[c * k + j] as f64 * x[src as usize][c]
+                            } else {
+                                0.0
+                            }
+                        })
+                        .sum();
+                    b[c] as f64 + taps
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn embed(m: &HashMap<String, Vec<f32>>, name: &str, ids: &[u16], d: usize) -> Vec<Vec<f64>> {
     let e = t(m, name);
     ids.iter()
@@ -246,6 +273,11 @@ pub fn reference_logits(
         sublayer(cfg, m, &format!("{p}.norm1"), &mut x, |h| {
             mha(m, &format!("{p}.self_attn"), h, h, cfg.heads, false)
         });
+        if cfg.conv_kernel > 0 {
+            sublayer(cfg, m, &format!("{p}.norm3"), &mut x, |h| {
+                depthwise_conv(m, &p, h, cfg.conv_kernel)
+            });
+        }
         sublayer(cfg, m, &format!("{p}.norm2"), &mut x, |h| ffn(m, &p, h));
     }
     if cfg.norm == NormPlacement::Pre {

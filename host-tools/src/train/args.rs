@@ -75,6 +75,10 @@ pub struct TrainArgs {
     /// Decoder blocks [default: 2].
     #[arg(long)]
     pub decoder_layers: Option<usize>,
+    /// Kernel width of a depthwise convolution sublayer in every encoder block, between
+    /// self-attention and the FFN (odd; 0 = none) [default: 0].
+    #[arg(long, value_name = "K")]
+    pub conv_kernel: Option<usize>,
     /// LayerNorm placement [default: pre].
     #[arg(long, value_enum)]
     pub norm: Option<Norm>,
@@ -142,6 +146,7 @@ pub struct FileConfig {
     decoder_layers: Option<usize>,
     norm: Option<Norm>,
     tied_output: Option<bool>,
+    conv_kernel: Option<usize>,
     layer_norm_eps: Option<f32>,
     input_tokens: Option<Split>,
     output_tokens: Option<Split>,
@@ -184,6 +189,8 @@ pub struct ModelChoice {
     pub norm: Norm,
     /// Tied output projection.
     pub tied_output: bool,
+    /// Encoder convolution kernel (0 = none).
+    pub conv_kernel: usize,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f32,
     /// Input split.
@@ -232,6 +239,7 @@ impl TrainArgs {
             decoder_layers: self.decoder_layers.or(file.decoder_layers).unwrap_or(2),
             norm: self.norm.or(file.norm).unwrap_or(Norm::Pre),
             tied_output: self.tied_output.or(file.tied_output).unwrap_or(false),
+            conv_kernel: self.conv_kernel.or(file.conv_kernel).unwrap_or(0),
             layer_norm_eps: file.layer_norm_eps.unwrap_or(1e-5),
             input_tokens: self.input_tokens.or(file.input_tokens).unwrap_or(Split::Chars),
             output_tokens: self.output_tokens.or(file.output_tokens).unwrap_or(Split::Chars),

@@ -128,7 +128,7 @@ fn decode_chunk(net: Net, tape: &mut Tape, ex: &[&Example]) -> Vec<Vec<u32>> {
                     cross_kv.push(y);
                 }
                 Sub::SelfAttn { .. } => self_kv.push(vec![0.0; n * steps * 2 * d]),
-                Sub::Ffn(..) => {}
+                Sub::Ffn(..) | Sub::Conv(_) => {}
             }
         }
     }
@@ -213,6 +213,7 @@ fn decode_chunk(net: Net, tape: &mut Tape, ex: &[&Example]) -> Vec<Vec<u32>> {
                         relu(&mut h);
                         lin(net, l2, &h, n, &mut y);
                     }
+                    Sub::Conv(_) => unreachable!("the decoder has no convolution"),
                 }
                 add_into(&mut x, &y);
                 if spec.norm == Norm::Post {

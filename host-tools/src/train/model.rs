@@ -8,7 +8,7 @@ use super::layers::{
     NormGrad,
 };
 use super::loss::smoothed_cross_entropy;
-use super::params::{Layout, Lin, Ln, Norm, Sub};
+use super::params::{Conv, Layout, Lin, Ln, Norm, Sub};
 use super::profile::{self, Phase};
 use super::rng::{self, Rng};
 
@@ -245,6 +245,10 @@ fn body_forward(
             });
             lin_fwd(net, &attn.out, &c.ctx, n, y);
         }
+        Sub::Conv(cv) => {
+            resize(y, n * d);
+            conv_forward(net, cv, &c.inp, seq, d, y);
+        }
         Sub::Ffn(l1, l2) => {
             lin_fwd(net, l1, &c.inp, n, &mut c.h);
             relu(&mut c.h);
@@ -255,6 +259,63 @@ fn body_forward(
                 apply_mask(&mut c.hd, &c.hmask);
             }
             lin_fwd(net, l2, &c.hd, n, y);
+        }
+    }
+}
+
+/// Depthwise convolution of each example's valid rows (the engine's own kernel, so trainer and
+/// device compute the same sums in the same order); padded rows get zeros.
+fn conv_forward(net: Net, cv: &Conv, inp: &[f32], seq: Seq, d: usize, y: &mut [f32]) {
+    let (w, b) = (net.s(cv.w, d * cv.k), net.s(cv.b, d));
+    for (ex, &len) in seq.lens.iter().enumerate().take(seq.batch) {
+        let rows = &inp[ex * seq.len * d..(ex * seq.len + len) * d];
+        let out = &mut y[ex * seq.len * d..(ex + 1) * seq.len * d];
+        for (t, o) in out.chunks_exact_mut(d).enumerate() {
+            if t < len {
+                picoformer::kernels::depthwise_conv_row(rows, len, t, w, b, cv.k, o);
+            } else {
+                o.fill(0.0);
+            }
+        }
+    }
+}
+
+/// Backward of [`conv_forward`]: weight and bias gradients into `g`, `dinp = d/d(inp) + beta * dinp`.
+#[allow(clippy::too_many_arguments)]
+fn conv_backward(
+    net: Net,
+    g: &mut [f32],
+    cv: &Conv,
+    inp: &[f32],
+    dy: &[f32],
+    seq: Seq,
+    d: usize,
+    (dinp, beta): (&mut [f32], f32),
+) {
+    let k = cv.k;
+    let half = k / 2;
+    let w = net.s(cv.w, d * k);
+    if beta == 0.0 {
+        dinp.fill(0.0);
+    } else if beta != 1.0 {
+        dinp.iter_mut().for_each(|v| *v *= beta);
+    }
+    let (dw, db) = pair(g, (cv.w, d * k), (cv.b, d));
+    for (ex, &len) in seq.lens.iter().enumerate().take(seq.batch) {
+        let base = ex * seq.len;
+        for t in 0..len {
+            let dyr = &dy[(base + t) * d..(base + t + 1) * d];
+            db.iter_mut().zip(dyr).for_each(|(a, v)| *a += v);
+            for j in 0..k {
+                let Some(src) = (t + j).checked_sub(half).filter(|&u| u < len) else {
+                    continue;
+                };
+                let row = (base + src) * d;
+                for c in 0..d {
+                    dw[c * k + j] += dyr[c] * inp[row + c];
+                    dinp[row + c] += w[c * k + j] * dyr[c];
+                }
+            }
         }
     }
 }
@@ -370,6 +431,7 @@ fn body_backward(
             lin_bwd(net, g, &kv, mem, &s.dkv, m, Some((dmem, 1.0)));
             lin_bwd(net, g, &q, &c.inp, &s.dqkv, n, Some(dinp));
         }
+        Sub::Conv(cv) => conv_backward(net, g, cv, &c.inp, &s.dy, seq, d, dinp),
         Sub::Ffn(l1, l2) => {
             resize(&mut s.dh, n * l1.out);
             lin_bwd(net, g, l2, &c.hd, &s.dy, n, Some((&mut s.dh, 0.0)));

@@ -46,6 +46,9 @@ pub struct ModelSpec {
     pub max_output_len: usize,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f32,
+    /// Kernel width of the encoder's depthwise convolution sublayer (odd), 0 for none.
+    #[serde(default)]
+    pub conv_kernel: usize,
 }
 
 /// A model spec plus its vocabulary sizes: everything that fixes the parameter shapes.
@@ -72,6 +75,12 @@ impl Arch {
         }
         if !s.d_model.is_multiple_of(2) {
             bail!("d_model ({}) must be even (sinusoidal position encoding)", s.d_model);
+        }
+        if s.conv_kernel > 0 && (s.conv_kernel.is_multiple_of(2) || s.conv_kernel > 31) {
+            bail!(
+                "conv_kernel ({}) must be odd and at most 31 (0 = no convolution)",
+                s.conv_kernel
+            );
         }
         if s.d_ff == 0 || s.encoder_layers == 0 || s.decoder_layers == 0 {
             bail!("d_ff, encoder_layers and decoder_layers must be at least 1");
@@ -109,6 +118,7 @@ impl Arch {
             input_split: picoformer::Split::Chars,
             output_split: picoformer::Split::Chars,
             layer_norm_eps: s.layer_norm_eps,
+            conv_kernel: s.conv_kernel,
         }
     }
 }
@@ -144,6 +154,17 @@ pub struct Attn {
     pub out: Lin,
 }
 
+/// Depthwise convolution parameters: `[d, k]` weight at `w`, `[d]` bias at `b`.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv {
+    /// Weight offset.
+    pub w: usize,
+    /// Bias offset.
+    pub b: usize,
+    /// Kernel width (odd).
+    pub k: usize,
+}
+
 /// One residual sublayer's parameters.
 #[derive(Clone, Copy, Debug)]
 pub enum Sub {
@@ -158,6 +179,8 @@ pub enum Sub {
     CrossAttn(Attn),
     /// Position-wise feed-forward network.
     Ffn(Lin, Lin),
+    /// Depthwise convolution over positions (encoder only).
+    Conv(Conv),
 }
 
 /// Name, shape and place of one tensor.
@@ -269,10 +292,15 @@ impl Layout {
             let l1 = a.lin(&format!("{p}.linear1"), s.d_ff, d);
             let l2 = a.lin(&format!("{p}.linear2"), d, s.d_ff);
             let n2 = ln(&mut a, format!("{p}.norm2"));
-            enc.push(vec![
-                (Sub::SelfAttn { attn, causal: false }, n1),
-                (Sub::Ffn(l1, l2), n2),
-            ]);
+            let mut block = vec![(Sub::SelfAttn { attn, causal: false }, n1)];
+            if s.conv_kernel > 0 {
+                let w = a.take(format!("{p}.conv.weight"), d * s.conv_kernel);
+                let b = a.take(format!("{p}.conv.bias"), d);
+                let n3 = ln(&mut a, format!("{p}.norm3"));
+                block.push((Sub::Conv(Conv { w, b, k: s.conv_kernel }), n3));
+            }
+            block.push((Sub::Ffn(l1, l2), n2));
+            enc.push(block);
         }
         let mut dec = Vec::new();
         for i in 0..s.decoder_layers {
@@ -405,6 +433,12 @@ impl Layout {
                         fill(&mut p[l.w..l.w + l.out * l.inp], &mut uniform(xavier(l.out, l.inp)));
                         fill(&mut p[l.b..l.b + l.out], &mut uniform(1.0 / (l.inp as f32).sqrt()));
                     }
+                }
+                Sub::Conv(cv) => {
+                    // `nn.Conv1d(d, d, k, groups=d)` defaults: fan-in k.
+                    let bound = 1.0 / (cv.k as f32).sqrt();
+                    fill(&mut p[cv.w..cv.w + d * cv.k], &mut uniform(bound));
+                    fill(&mut p[cv.b..cv.b + d], &mut uniform(bound));
                 }
             }
         }

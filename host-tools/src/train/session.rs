@@ -316,6 +316,7 @@ fn setup(args: &TrainArgs) -> Result<Setup> {
             max_input_len: (longest_in + LENGTH_HEADROOM).min(MAX_LEN),
             max_output_len: (longest_out + LENGTH_HEADROOM).min(MAX_LEN - 1),
             layer_norm_eps: m.layer_norm_eps,
+            conv_kernel: m.conv_kernel,
         };
         let arch = Arch {
             spec,

@@ -23,6 +23,7 @@ fn arch(norm: Norm, tied: bool) -> Arch {
             max_input_len: 16,
             max_output_len: 16,
             layer_norm_eps: 1e-5,
+            conv_kernel: 0,
         },
         input_vocab: 7,
         output_vocab: 9,
@@ -102,7 +103,19 @@ fn central_difference(
 }
 
 fn check_gradients(norm: Norm, tied: bool) {
-    let layout = Layout::new(&arch(norm, tied)).unwrap();
+    check_gradients_of(&arch(norm, tied));
+}
+
+/// `arch(norm, false)` with a 3-wide encoder convolution.
+fn conv_arch(norm: Norm) -> Arch {
+    let mut a = arch(norm, false);
+    a.spec.conv_kernel = 3;
+    a
+}
+
+fn check_gradients_of(a: &Arch) {
+    let (norm, tied, conv) = (a.spec.norm, a.spec.tied_output, a.spec.conv_kernel);
+    let layout = Layout::new(a).unwrap();
     let p = jittered(&layout, 3);
     let ex = examples();
     let bt = Batch::new(&ex.iter().collect::<Vec<_>>());
@@ -138,7 +151,7 @@ fn check_gradients(norm: Norm, tied: bool) {
         let err = (numeric - analytic).abs();
         assert!(
             err <= 2e-3 + 1e-2 * analytic.abs().max(0.2 * terms),
-            "{norm:?} tied={tied} {}: numeric {numeric:.6} analytic {analytic:.6}",
+            "{norm:?} tied={tied} conv={conv} {}: numeric {numeric:.6} analytic {analytic:.6}",
             t.name
         );
         // A few single entries, including the largest gradient of the tensor.
@@ -149,7 +162,7 @@ fn check_gradients(norm: Norm, tied: bool) {
             let analytic = f64::from(gt[k]);
             assert!(
                 (numeric - analytic).abs() <= 2e-3 + 1e-2 * analytic.abs(),
-                "{norm:?} tied={tied} {}[{k}]: numeric {numeric:.6} analytic {analytic:.6}",
+                "{norm:?} tied={tied} conv={conv} {}[{k}]: numeric {numeric:.6} analytic {analytic:.6}",
                 t.name
             );
         }
@@ -177,24 +190,38 @@ fn gradients_match_finite_differences_pre_ln_tied() {
 }
 
 #[test]
+fn gradients_match_finite_differences_pre_ln_conv() {
+    check_gradients_of(&conv_arch(Norm::Pre));
+}
+
+#[test]
+fn gradients_match_finite_differences_post_ln_conv() {
+    check_gradients_of(&conv_arch(Norm::Post));
+}
+
+#[test]
 fn padding_does_not_change_an_examples_loss() {
-    // The loss of example 2 alone equals its share of the loss in a padded batch.
-    let layout = Layout::new(&arch(Norm::Pre, false)).unwrap();
-    let p = jittered(&layout, 4);
-    let ex = examples();
-    let all = Batch::new(&ex.iter().collect::<Vec<_>>());
-    let (total, _) = loss_and_grad(&layout, &p, &all, None, 0.1);
-    let parts: f64 = ex
-        .iter()
-        .map(|e| loss_and_grad(&layout, &p, &Batch::new(&[e]), None, 0.1).0)
-        .sum();
-    assert!((total - parts).abs() < 1e-4 * total.abs(), "{total} vs {parts}");
+    // Each example's loss alone sums to the loss of the padded batch (the convolution must not
+    // read padded positions either).
+    for a in [arch(Norm::Pre, false), conv_arch(Norm::Pre), conv_arch(Norm::Post)] {
+        let layout = Layout::new(&a).unwrap();
+        let p = jittered(&layout, 4);
+        let ex = examples();
+        let all = Batch::new(&ex.iter().collect::<Vec<_>>());
+        let (total, _) = loss_and_grad(&layout, &p, &all, None, 0.1);
+        let parts: f64 = ex
+            .iter()
+            .map(|e| loss_and_grad(&layout, &p, &Batch::new(&[e]), None, 0.1).0)
+            .sum();
+        assert!((total - parts).abs() < 1e-4 * total.abs(), "{total} vs {parts}");
+    }
 }
 
 #[test]
 fn every_tensor_gets_a_nonzero_gradient_after_one_step() {
-    for (norm, tied) in [(Norm::Post, false), (Norm::Pre, true)] {
-        let layout = Layout::new(&arch(norm, tied)).unwrap();
+    for a in [arch(Norm::Post, false), arch(Norm::Pre, true), conv_arch(Norm::Pre)] {
+        let norm = a.spec.norm;
+        let layout = Layout::new(&a).unwrap();
         let params = layout.init(1);
         let mut t = Trainer::new(layout.clone(), params.clone(), Moments::zeros(layout.total), 2, false);
         let ex = examples();
@@ -324,6 +351,7 @@ fn learns_string_reversal() {
             max_input_len: 16,
             max_output_len: 16,
             layer_norm_eps: 1e-5,
+            conv_kernel: 0,
         },
         input_vocab: 11,
         output_vocab: 13,
@@ -367,21 +395,24 @@ fn learns_string_reversal() {
 }
 
 /// The trainer's forward pass and the no_std engine compute the same model: on random checkpoints
-/// (post-LN and pre-LN, tied and untied) the f32 blob's logits agree within 1e-4 and greedy decoding
+/// (post-LN and pre-LN, tied and untied, with and without the encoder convolution) the f32 blob's logits agree within 1e-4 and greedy decoding
 /// gives identical tokens.
 #[test]
 fn engine_and_trainer_agree_on_random_checkpoints() {
     use picoformer::{blob::writer, DecodeOptions, Model, Quant, Runner};
-    for (i, (norm, tied)) in [
-        (Norm::Post, false),
-        (Norm::Pre, false),
-        (Norm::Post, true),
-        (Norm::Pre, true),
+    for (i, a) in [
+        arch(Norm::Post, false),
+        arch(Norm::Pre, false),
+        arch(Norm::Post, true),
+        arch(Norm::Pre, true),
+        conv_arch(Norm::Pre),
+        conv_arch(Norm::Post),
     ]
     .into_iter()
     .enumerate()
     {
-        let layout = Layout::new(&arch(norm, tied)).unwrap();
+        let (norm, tied) = (a.spec.norm, a.spec.tied_output);
+        let layout = Layout::new(&a).unwrap();
         let params = jittered(&layout, 40 + i as u64);
         let ck = Checkpoint {
             config: checkpoint::CheckpointConfig {
