@@ -73,6 +73,11 @@ impl<'b> Model<'b> {
         &self.weights
     }
 
+    /// The blob's format version (the lowest that describes this model, see [`blob::version_for`]).
+    pub fn format_version(&self) -> u16 {
+        blob::version_for(&self.config)
+    }
+
     /// Bytes of the blob (what it occupies in flash).
     pub fn blob_bytes(&self) -> usize {
         self.blob_len

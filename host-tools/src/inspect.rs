@@ -45,7 +45,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let output_vocab: Vec<&str> = model.vocab().output_tokens().collect();
     let report = json!({
         "file": args.model.display().to_string(),
-        "format_version": picoformer::FORMAT_VERSION,
+        "format_version": model.format_version(),
         "quant": quant,
         "kv_cache": if c.kv_cache == Quant::Int8 { "int8" } else { "f32" },
         "params": model.param_count(),
@@ -66,6 +66,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "input_vocab": c.input_vocab, "output_vocab": c.output_vocab,
             "max_input_len": c.max_input_len, "max_output_len": c.max_output_len,
             "norm": norm, "tied_output": c.tied_output, "layer_norm_eps": c.layer_norm_eps,
+            "conv_kernel": c.conv_kernel,
             "input_tokens": split_name(c.input_split), "output_tokens": split_name(c.output_split),
         },
         "input_vocab": input_vocab,
@@ -78,10 +79,15 @@ pub fn run(args: InspectArgs) -> Result<()> {
     println!(
         "{}: picoformer blob, format version {}",
         args.model.display(),
-        picoformer::FORMAT_VERSION
+        model.format_version()
     );
+    let conv = if c.conv_kernel > 0 {
+        format!(" | encoder conv {}", c.conv_kernel)
+    } else {
+        String::new()
+    };
     println!(
-        "model      d_model {} | heads {} | d_ff {} | {} encoder + {} decoder layers | {}-LN{}",
+        "model      d_model {} | heads {} | d_ff {} | {} encoder + {} decoder layers | {}-LN{}{conv}",
         c.d_model,
         c.heads,
         c.d_ff,

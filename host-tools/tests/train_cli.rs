@@ -218,6 +218,7 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn keep_last_snapshots_average_into_an_exportable_checkpoint() {
+    // With the encoder convolution, so its `[d, k]` taps go through checkpoints and export too.
     let d = tmp("average");
     let (train, dev) = (d.join("train.tsv"), d.join("dev.tsv"));
     write_reversal(&train, 96, 3);
@@ -233,7 +234,16 @@ fn keep_last_snapshots_average_into_an_exportable_checkpoint() {
         .arg(&run)
         .args(["--d-model", "16", "--heads", "2", "--d-ff", "24"])
         .args(["--encoder-layers", "1", "--decoder-layers", "1", "--batch-size", "32"])
-        .args(["--epochs", "5", "--keep-last", "3", "--threads", "1"])
+        .args([
+            "--epochs",
+            "5",
+            "--keep-last",
+            "3",
+            "--threads",
+            "1",
+            "--conv-kernel",
+            "3",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -290,7 +300,11 @@ fn keep_last_snapshots_average_into_an_exportable_checkpoint() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(blob.exists());
+    let o = bin().args(["inspect", "--json"]).arg(&blob).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["config"]["conv_kernel"], 3);
+    assert_eq!(info["format_version"], 2);
 
     let o = bin()
         .arg("average")

@@ -346,7 +346,7 @@ impl Layout {
             let Some(&offset) = a.at.get(&name) else {
                 bail!("internal: no parameter for tensor {name}")
             };
-            let shape = if id.is_matrix() { vec![r, c] } else { vec![c] };
+            let shape = if id.is_matrix() || r > 1 { vec![r, c] } else { vec![c] };
             tensors.push(TensorInfo {
                 name,
                 shape,
