@@ -153,15 +153,18 @@ fn every_board_gives_the_host_engines_outputs_in_f32_and_int8() {
     let inputs = fixed_inputs();
     for board in Board::ALL {
         let elf = firmware(board);
-        for (quant, norm, kv_cache, tag) in [
-            (Quant::F32, NormPlacement::Post, Quant::F32, "f32"),
-            (Quant::Int8, NormPlacement::Pre, Quant::F32, "int8"),
-            (Quant::Int8, NormPlacement::Post, Quant::Int8, "int8"),
+        for (quant, norm, kv_cache, conv, tag) in [
+            (Quant::F32, NormPlacement::Post, Quant::F32, 0, "f32"),
+            (Quant::Int8, NormPlacement::Pre, Quant::F32, 0, "int8"),
+            (Quant::Int8, NormPlacement::Post, Quant::Int8, 0, "int8"),
+            (Quant::Int8, NormPlacement::Pre, Quant::Int8, 5, "int8"),
         ] {
             let mut cfg = small_config(quant, norm);
             cfg.kv_cache = kv_cache;
+            cfg.conv_kernel = conv;
             let kv = if kv_cache == Quant::Int8 { "-kv8" } else { "" };
-            let blob = write_random_blob(&cfg, 42, &format!("{}-{tag}{kv}", board.name()));
+            let conv_tag = if conv > 0 { "-conv" } else { "" };
+            let blob = write_random_blob(&cfg, 42, &format!("{}-{tag}{kv}{conv_tag}", board.name()));
             let out = qemu::run_session(board, &elf, &blob, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
             let expected = host(&blob, &inputs, 1);
             assert!(
@@ -209,7 +212,7 @@ fn every_board_gives_the_host_engines_outputs_in_f32_and_int8() {
             let peak = out.stack_peak.expect("stack");
             assert!(peak > 0 && peak < out.stack_size.unwrap());
             eprintln!(
-                "{:<11} {tag:<4}{kv:<4} params={} blob={}B workspace={} instructions/input={mean} peak_stack={peak}B",
+                "{:<11} {tag:<4}{kv:<4}{conv_tag:<5} params={} blob={}B workspace={} instructions/input={mean} peak_stack={peak}B",
                 board.name(),
                 out.info["params"],
                 model_bytes.len(),
