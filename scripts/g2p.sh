@@ -77,4 +77,41 @@ for blob in g2p-en-f32 g2p-en; do
     done
   done
 done
+
+
+# The record the shipped model is tested against (host-tools/tests/g2p_model.rs): models/g2p-en.json.
+"$picoformer" inspect "$out/g2p-en.pfb" --json > "$out/inspect-beam1.json"
+"$picoformer" inspect "$out/g2p-en.pfb" --beam 3 --json > "$out/inspect-beam3.json"
+python3 - "$out" "$chosen" "$best" "$((SECONDS - start))" <<'PY'
+import json, os, sys
+out, chosen, best, secs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+def load(name):
+    with open(os.path.join(out, name)) as f:
+        return json.load(f)
+def scores(blob, split, beam):
+    e = load(f"eval-{blob}-{split}-beam{beam}.json")
+    return {"wer": e["wer"], "per": e["token_error_rate"]}
+i1, i3 = load("inspect-beam1.json"), load("inspect-beam3.json")
+record = {
+    "model": "models/g2p-en.pfb",
+    "recipe": f"models/g2p-en.toml via scripts/g2p.sh ({'best dev checkpoint' if chosen == 'ck' else 'mean of the last ' + chosen[3:] + ' snapshots'}, "
+              f"{'after QAT' if best == 'qat' else 'no QAT'}; "
+              f"{secs // 60} minutes end to end on 2 cores)",
+    "params": i1["params"],
+    "flash_bytes": i1["flash_bytes"],
+    "workspace_bytes_greedy": i1["workspace_bytes"],
+    "workspace_bytes_beam3": i3["workspace_bytes"],
+    "quant": "int8, int8 attention caches, input and output up to 22",
+}
+for split in ("dev", "test"):
+    record[f"{split}_greedy"] = scores("g2p-en", split, 1)
+    record[f"{split}_beam3"] = scores("g2p-en", split, 3)
+for split in ("dev", "test"):
+    record[f"f32_{split}_greedy"] = scores("g2p-en-f32", split, 1)
+    record[f"f32_{split}_beam3"] = scores("g2p-en-f32", split, 3)
+with open(os.path.join(out, "g2p-en.json"), "w") as f:
+    json.dump(record, f, indent=2)
+    f.write("\n")
+PY
+echo "recorded in $out/g2p-en.json (copy it beside the blob as models/g2p-en.json)"
 echo "done in $((SECONDS - start)) s; the blob is $out/g2p-en.pfb"
