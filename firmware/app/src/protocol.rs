@@ -214,7 +214,7 @@ pub fn write_info<W: fmt::Write>(w: &mut W, model: &Model<'_>, setup: &Setup) ->
         "board={} format={} params={} quant={} d_model={} heads={} d_ff={} layers={}+{} norm={} vocab={}/{} \
          max_in={} max_out={} blob={}@{:#010x} workspace={}/{} max_beam={}",
         setup.board,
-        picoformer::FORMAT_VERSION,
+        model.format_version(),
         model.param_count(),
         quant,
         c.d_model,
