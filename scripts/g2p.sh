@@ -6,8 +6,8 @@
 # Rerunning it resumes where it stopped.
 #
 #   usage: scripts/g2p.sh [OUT_DIR]        (default runs/g2p-en)
-#   env:   G2P_MINUTES   training time limit in minutes (default 95, what the shipped model used; the schedule is the config's
-#                        epochs unless the limit would cut it short)
+#   env:   G2P_MINUTES   training time limit in minutes (default 95, what the shipped model used;
+#                        the schedule is the config's epochs unless the limit would cut it short)
 #          G2P_QAT_EPOCHS  QAT epochs (default 2)
 #          G2P_AVERAGE   snapshot counts to try averaging (default "5 10 20")
 set -euo pipefail
@@ -79,39 +79,38 @@ for blob in g2p-en-f32 g2p-en; do
 done
 
 
-# The record the shipped model is tested against (host-tools/tests/g2p_model.rs): models/g2p-en.json.
-"$picoformer" inspect "$out/g2p-en.pfb" --json > "$out/inspect-beam1.json"
-"$picoformer" inspect "$out/g2p-en.pfb" --beam 3 --json > "$out/inspect-beam3.json"
-python3 - "$out" "$chosen" "$best" "$((SECONDS - start))" <<'PY'
+# The record the shipped model is tested against (host-tools/tests/g2p_model.rs): models/g2p-en.json,
+# written to a temporary file and renamed, like every other output of the project.
+info_greedy=$("$picoformer" inspect "$out/g2p-en.pfb" --json)
+info_beam3=$("$picoformer" inspect "$out/g2p-en.pfb" --beam 3 --json)
+python3 - "$out" "$chosen" "$best" "$info_greedy" "$info_beam3" <<'PY'
 import json, os, sys
-out, chosen, best, secs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-def load(name):
-    with open(os.path.join(out, name)) as f:
-        return json.load(f)
+out, chosen, best = sys.argv[1:4]
+greedy, beam3 = (json.loads(a) for a in sys.argv[4:6])
 def scores(blob, split, beam):
-    e = load(f"eval-{blob}-{split}-beam{beam}.json")
+    with open(os.path.join(out, f"eval-{blob}-{split}-beam{beam}.json")) as f:
+        e = json.load(f)
     return {"wer": e["wer"], "per": e["token_error_rate"]}
-i1, i3 = load("inspect-beam1.json"), load("inspect-beam3.json")
+weights = "best dev checkpoint" if chosen == "ck" else f"mean of the last {chosen[len('avg'):]} snapshots"
+quantized = "after QAT" if best == "qat" else "no QAT"
 record = {
     "model": "models/g2p-en.pfb",
-    "recipe": f"models/g2p-en.toml via scripts/g2p.sh ({'best dev checkpoint' if chosen == 'ck' else 'mean of the last ' + chosen[3:] + ' snapshots'}, "
-              f"{'after QAT' if best == 'qat' else 'no QAT'}; "
-              f"{secs // 60} minutes end to end on 2 cores)",
-    "params": i1["params"],
-    "flash_bytes": i1["flash_bytes"],
-    "workspace_bytes_greedy": i1["workspace_bytes"],
-    "workspace_bytes_beam3": i3["workspace_bytes"],
+    "recipe": f"models/g2p-en.toml via scripts/g2p.sh ({weights}, {quantized})",
+    "params": greedy["params"],
+    "flash_bytes": greedy["flash_bytes"],
+    "workspace_bytes_greedy": greedy["workspace_bytes"],
+    "workspace_bytes_beam3": beam3["workspace_bytes"],
     "quant": "int8, int8 attention caches, input and output up to 22",
 }
-for split in ("dev", "test"):
-    record[f"{split}_greedy"] = scores("g2p-en", split, 1)
-    record[f"{split}_beam3"] = scores("g2p-en", split, 3)
-for split in ("dev", "test"):
-    record[f"f32_{split}_greedy"] = scores("g2p-en-f32", split, 1)
-    record[f"f32_{split}_beam3"] = scores("g2p-en-f32", split, 3)
-with open(os.path.join(out, "g2p-en.json"), "w") as f:
+for prefix, blob in (("", "g2p-en"), ("f32_", "g2p-en-f32")):
+    for split in ("dev", "test"):
+        record[f"{prefix}{split}_greedy"] = scores(blob, split, 1)
+        record[f"{prefix}{split}_beam3"] = scores(blob, split, 3)
+path = os.path.join(out, "g2p-en.json")
+with open(path + ".tmp", "w") as f:
     json.dump(record, f, indent=2)
     f.write("\n")
+os.replace(path + ".tmp", path)
 PY
 echo "recorded in $out/g2p-en.json (copy it beside the blob as models/g2p-en.json)"
 echo "done in $((SECONDS - start)) s; the blob is $out/g2p-en.pfb"
