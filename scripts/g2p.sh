@@ -6,14 +6,14 @@
 # Rerunning it resumes where it stopped.
 #
 #   usage: scripts/g2p.sh [OUT_DIR]        (default runs/g2p-en)
-#   env:   G2P_MINUTES   training time limit in minutes (default 95, what the shipped model used;
+#   env:   G2P_MINUTES   training time limit in minutes (default 110, what the shipped model used;
 #                        the schedule is the config's epochs unless the limit would cut it short)
 #          G2P_QAT_EPOCHS  QAT epochs (default 2)
 #          G2P_AVERAGE   snapshot counts to try averaging (default "5 10 20")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/g2p-en}
-minutes=${G2P_MINUTES:-95}
+minutes=${G2P_MINUTES:-110}
 qat_epochs=${G2P_QAT_EPOCHS:-2}
 averages=${G2P_AVERAGE:-5 10 20}
 cargo build --release --locked --quiet -p picoformer-host-tools
