@@ -78,7 +78,6 @@ for blob in g2p-en-f32 g2p-en; do
   done
 done
 
-
 # The record the shipped model is tested against (host-tools/tests/g2p_model.rs): models/g2p-en.json,
 # written to a temporary file and renamed, like every other output of the project.
 info_greedy=$("$picoformer" inspect "$out/g2p-en.pfb" --json)
